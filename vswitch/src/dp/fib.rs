@@ -1,0 +1,100 @@
+//! The forwarding snapshot the workers read: ports, tunnels, flood sets and the MAC table,
+//! keyed by (virtual network, MAC).
+//!
+//! Thread-safety: the control plane builds a new `Fib` and publishes it through an `ArcSwap`;
+//! workers load the current one once per wakeup. Readers never lock and never wait on writers,
+//! and a writer never sees a reader. Counters inside are shared atomics.
+
+use super::stats::{FlowCounters, PortCounters};
+use crate::port::PortIo;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+pub type Mac = [u8; 6];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    System,
+    Tap,
+}
+
+/// A port on this host (a VM's tap, a veth, a switch-owned tap).
+#[derive(Clone)]
+pub struct LocalPort {
+    pub port_no: u32,
+    pub name: String,
+    pub kind: PortKind,
+    pub vnet: u32,
+    pub io: Arc<dyn PortIo>,
+    pub counters: Arc<PortCounters>,
+    /// The worker that receives from this port.
+    pub worker: usize,
+}
+
+/// A GRE tunnel to one remote host for one key.
+pub struct Tunnel {
+    pub port_no: u32,
+    pub remote: Ipv4Addr,
+    pub key: u32,
+    pub remote_dpid: u64,
+    /// Added by hand (`cloudrack-ctl add-tunnel`) to join an existing GRE mesh, rather than by
+    /// the controller. Broadcasts from local ports go out static tunnels.
+    pub is_static: bool,
+    pub idle_timeout_s: u32,
+    /// The keyed GRE header, built once.
+    pub header: [u8; cloudrack_wire::gre::KEYED_LEN],
+    pub counters: Arc<PortCounters>,
+}
+
+impl Tunnel {
+    pub fn new(port_no: u32, remote: Ipv4Addr, key: u32, remote_dpid: u64, is_static: bool, idle_timeout_s: u32) -> Tunnel {
+        let mut header = [0u8; cloudrack_wire::gre::KEYED_LEN];
+        cloudrack_wire::gre::GreRepr::keyed_ethernet(key).emit(&mut header);
+        Tunnel { port_no, remote, key, remote_dpid, is_static, idle_timeout_s, header, counters: Arc::default() }
+    }
+}
+
+/// Where a flood in one virtual network goes.
+#[derive(Default, Clone, Debug)]
+pub struct FloodSet {
+    pub local: Vec<u32>,
+    pub static_tunnels: Vec<u32>,
+}
+
+/// A MAC table entry compiled from an OpenFlow flow.
+#[derive(Clone)]
+pub struct MacEntry {
+    /// Output port; `None` means the flow drops.
+    pub out_port: Option<u32>,
+    pub counters: Arc<FlowCounters>,
+}
+
+#[derive(Default, Clone)]
+pub struct Fib {
+    pub generation: u64,
+    pub local: HashMap<u32, LocalPort>,
+    pub tunnels: HashMap<u32, Arc<Tunnel>>,
+    pub tunnel_by_remote: HashMap<(Ipv4Addr, u32), u32>,
+    pub flood: HashMap<u32, FloodSet>,
+    pub macs: HashMap<(u32, Mac), MacEntry>,
+}
+
+impl Fib {
+    /// Recompute the flood sets from the ports and tunnels.
+    pub fn rebuild_flood(&mut self) {
+        let mut flood: HashMap<u32, FloodSet> = HashMap::new();
+        let mut local: Vec<&LocalPort> = self.local.values().collect();
+        local.sort_by_key(|p| p.port_no);
+        for p in local {
+            flood.entry(p.vnet).or_default().local.push(p.port_no);
+        }
+        let mut statics: Vec<&Arc<Tunnel>> = self.tunnels.values().filter(|t| t.is_static).collect();
+        statics.sort_by_key(|t| t.port_no);
+        for t in statics {
+            flood.entry(t.key).or_default().static_tunnels.push(t.port_no);
+        }
+        self.flood = flood;
+    }
+}

@@ -1,0 +1,144 @@
+//! The datapath: worker threads that receive frames, decide (forward.rs) and send.
+//!
+//! Thread-safety: workers share only `Shared`: the FIB behind an `ArcSwap` (read without locks),
+//! atomic counters, the GRE socket (the kernel serializes sends) and two bounded channels out
+//! (PACKET_INs, port errors) written with `try_send`, so a slow control plane never stalls
+//! forwarding.
+
+pub mod fib;
+pub mod forward;
+pub mod offload;
+pub mod stats;
+mod worker;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender};
+use fib::Fib;
+use mio::{Poll, Waker};
+use stats::DpCounters;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::tunnel::GreSocket;
+
+/// A frame for the controller.
+#[derive(Debug, Clone)]
+pub struct PacketIn {
+    pub in_port: u32,
+    pub vnet: u32,
+    pub total_len: usize,
+    pub data: Vec<u8>,
+}
+
+/// Something the control plane must act on.
+#[derive(Debug, Clone)]
+pub enum DpEvent {
+    /// Receiving from a port failed for good (its interface vanished, say).
+    PortFailed { port_no: u32, error: String },
+}
+
+/// What the workers share.
+pub struct Shared {
+    pub fib: ArcSwap<Fib>,
+    pub counters: DpCounters,
+    pub gre: Option<GreSocket>,
+    /// Largest inner frame that crosses the underlay without fragmentation.
+    pub tunnel_max_frame: usize,
+    pub packet_in_tx: Sender<PacketIn>,
+    pub events_tx: Sender<DpEvent>,
+    /// Set while a controller is connected; without one, PACKET_INs are counted, not queued.
+    pub controller_up: AtomicBool,
+    /// PACKET_INs per second allowed per port, and the burst.
+    pub packet_in_rate: u32,
+    pub packet_in_burst: u32,
+    wakers: Vec<Waker>,
+    shutdown: AtomicBool,
+    generation: AtomicU64,
+}
+
+pub struct Datapath {
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+pub struct DatapathConfig {
+    pub workers: usize,
+    pub gre: Option<GreSocket>,
+    pub underlay_mtu: usize,
+    pub packet_in_rate: u32,
+    pub packet_in_burst: u32,
+    pub cpu_pin: bool,
+}
+
+pub struct DatapathChannels {
+    pub packet_in_rx: Receiver<PacketIn>,
+    pub events_rx: Receiver<DpEvent>,
+}
+
+const WAKER: mio::Token = mio::Token(usize::MAX);
+const GRE_TOKEN: mio::Token = mio::Token(usize::MAX - 1);
+const PACKET_IN_QUEUE: usize = 1024;
+
+impl Datapath {
+    pub fn start(cfg: DatapathConfig) -> std::io::Result<(Datapath, DatapathChannels)> {
+        let workers = cfg.workers.max(1);
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            wakers.push(Waker::new(poll.registry(), WAKER)?);
+            polls.push(poll);
+        }
+        let (packet_in_tx, packet_in_rx) = crossbeam_channel::bounded(PACKET_IN_QUEUE);
+        let (events_tx, events_rx) = crossbeam_channel::bounded(1024);
+        let shared = Arc::new(Shared {
+            fib: ArcSwap::from_pointee(Fib::default()),
+            counters: DpCounters::default(),
+            gre: cfg.gre,
+            tunnel_max_frame: cfg.underlay_mtu.saturating_sub(crate::tunnel::OUTER_OVERHEAD),
+            packet_in_tx,
+            events_tx,
+            controller_up: AtomicBool::new(false),
+            packet_in_rate: cfg.packet_in_rate,
+            packet_in_burst: cfg.packet_in_burst,
+            wakers,
+            shutdown: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        });
+        let n_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut threads = Vec::new();
+        for (id, poll) in polls.into_iter().enumerate() {
+            let shared = shared.clone();
+            let pin = cfg.cpu_pin.then_some(id % n_cpus);
+            let handle = std::thread::Builder::new()
+                .name(format!("dp-worker-{id}"))
+                .spawn(move || worker::Worker::new(id, shared, poll, pin).run())?;
+            threads.push(handle);
+        }
+        Ok((Datapath { shared, threads }, DatapathChannels { packet_in_rx, events_rx }))
+    }
+
+    /// Publish a new FIB to the workers and wake them so they pick up new ports at once.
+    pub fn publish(&self, mut fib: Fib) {
+        fib.generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.fib.store(Arc::new(fib));
+        for w in &self.shared.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn stop(self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        for w in &self.shared.wakers {
+            let _ = w.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

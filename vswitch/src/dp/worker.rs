@@ -1,0 +1,390 @@
+//! One datapath worker: polls the ports it owns (and, worker 0, the GRE socket), drains each
+//! up to a budget per wakeup, and forwards. Buffers are allocated once per worker; the only
+//! per-packet allocation is the copy of a frame that goes to the controller (rate-limited).
+
+use super::fib::{Fib, LocalPort};
+use super::forward::{decide, Action, DropReason, Ingress};
+use super::offload;
+use super::stats::{now_ms, DpCounters};
+use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
+use crate::port::{RX_BUF_LEN, RX_HEADROOM};
+use crate::tunnel::decap;
+use cloudrack_wire::vnet_hdr::VnetHdr;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// Most frame bytes a PACKET_IN carries: an OpenFlow message is at most 64 KB.
+const MAX_PACKET_IN_DATA: usize = 65_000;
+
+/// Frames taken from one port per wakeup before the others get a turn.
+const BUDGET: usize = 64;
+
+/// A token bucket limiting PACKET_INs from one port.
+struct Bucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+pub struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    pin_cpu: Option<usize>,
+    /// Receive buffer: frames land at RX_HEADROOM.
+    rx: Vec<u8>,
+    /// Where offloaded frames are segmented.
+    scratch: Vec<u8>,
+    registered: HashMap<u32, RawFd>,
+    failed: HashSet<u32>,
+    buckets: HashMap<u32, Bucket>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, poll: Poll, pin_cpu: Option<usize>) -> Worker {
+        Worker {
+            id,
+            shared,
+            poll,
+            pin_cpu,
+            rx: vec![0; RX_BUF_LEN],
+            scratch: vec![0; RX_BUF_LEN],
+            registered: HashMap::new(),
+            failed: HashSet::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        if let Some(cpu) = self.pin_cpu {
+            pin_to_cpu(cpu);
+        }
+        if self.id == 0 {
+            if let Some(gre) = &self.shared.gre {
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&gre.fd()), GRE_TOKEN, Interest::READABLE) {
+                    warn!(error = %e, "cannot poll the GRE socket; tunnels will not receive");
+                }
+            }
+        }
+        let mut events = Events::with_capacity(256);
+        let mut pending: Vec<Token> = Vec::new();
+        let mut generation = u64::MAX;
+        loop {
+            let timeout = if pending.is_empty() { Duration::from_millis(500) } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    warn!(worker = self.id, error = %e, "poll failed");
+                }
+                continue;
+            }
+            if self.shared.shutdown.load(Relaxed) {
+                return;
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER && !pending.contains(&ev.token()) {
+                    pending.push(ev.token());
+                }
+            }
+            let fib = self.shared.fib.load_full();
+            if fib.generation != generation {
+                generation = fib.generation;
+                for port_no in self.sync_ports(&fib) {
+                    // Frames may have queued before we registered: look at once.
+                    if !pending.contains(&Token(port_no as usize)) {
+                        pending.push(Token(port_no as usize));
+                    }
+                }
+            }
+            let now = now_ms();
+            let mut i = 0;
+            while i < pending.len() {
+                let token = pending[i];
+                let drained = if token == GRE_TOKEN {
+                    self.drain_gre(&fib, now)
+                } else {
+                    self.drain_port(&fib, token.0 as u32, now)
+                };
+                if drained {
+                    pending.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Register the ports this worker owns in the new FIB, forget the removed ones. Returns the
+    /// newly registered ports.
+    fn sync_ports(&mut self, fib: &Fib) -> Vec<u32> {
+        let mut failed = Vec::new();
+        let registry = self.poll.registry();
+        self.registered.retain(|port_no, fd| {
+            let keep = fib.local.get(port_no).is_some_and(|p| p.io.fd() == *fd);
+            if !keep {
+                // The fd may be closed already, which removed it from epoll; errors are moot.
+                let _ = registry.deregister(&mut SourceFd(fd));
+            }
+            keep
+        });
+        self.failed.retain(|p| fib.local.contains_key(p));
+        self.buckets.retain(|p, _| fib.local.contains_key(p) || fib.tunnels.contains_key(p));
+        let mut added = Vec::new();
+        for port in fib.local.values().filter(|p| p.worker == self.id) {
+            if self.registered.contains_key(&port.port_no) || self.failed.contains(&port.port_no) {
+                continue;
+            }
+            let fd = port.io.fd();
+            match registry.register(&mut SourceFd(&fd), Token(port.port_no as usize), Interest::READABLE) {
+                Ok(()) => {
+                    self.registered.insert(port.port_no, fd);
+                    added.push(port.port_no);
+                }
+                Err(e) => failed.push((port.clone(), format!("cannot poll: {e}"))),
+            }
+        }
+        for (port, error) in failed {
+            self.port_failed(&port, error);
+        }
+        added
+    }
+
+    fn port_failed(&mut self, port: &LocalPort, error: String) {
+        warn!(port = %port.name, port_no = port.port_no, %error, "port failed; asking the control plane to remove it");
+        if let Some(fd) = self.registered.remove(&port.port_no) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        self.failed.insert(port.port_no);
+        let _ = self.shared.events_tx.try_send(DpEvent::PortFailed { port_no: port.port_no, error });
+    }
+
+    /// Receive and forward up to BUDGET frames from a local port. True when it ran dry.
+    fn drain_port(&mut self, fib: &Fib, port_no: u32, now: u64) -> bool {
+        let Some(port) = fib.local.get(&port_no) else { return true };
+        if self.failed.contains(&port_no) {
+            return true;
+        }
+        for _ in 0..BUDGET {
+            match port.io.recv(&mut self.rx) {
+                Ok(rx) => {
+                    port.counters.rx(rx.len, now);
+                    let ingress = Ingress::Local { port_no, vnet: port.vnet };
+                    self.forward(fib, ingress, rx.vnet, rx.offset, rx.len, now);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    port.counters.rx_dropped.fetch_add(1, Relaxed);
+                    debug!(port = %port.name, error = %e, "dropped a malformed frame");
+                }
+                Err(e) => {
+                    self.shared.counters.rx_errors.fetch_add(1, Relaxed);
+                    let port = port.clone();
+                    self.port_failed(&port, e.to_string());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Receive and forward up to BUDGET GRE packets. True when the socket ran dry.
+    fn drain_gre(&mut self, fib: &Fib, now: u64) -> bool {
+        let shared = self.shared.clone();
+        let Some(gre) = shared.gre.as_ref() else { return true };
+        let c = &shared.counters;
+        for _ in 0..BUDGET {
+            let n = match gre.recv(&mut self.rx[RX_HEADROOM..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    c.rx_errors.fetch_add(1, Relaxed);
+                    warn!(error = %e, "GRE receive failed");
+                    return true;
+                }
+            };
+            let d = match decap(&self.rx[RX_HEADROOM..RX_HEADROOM + n]) {
+                Ok(d) => d,
+                Err(decap::DecapError::Gre(cloudrack_wire::gre::GreError::BadChecksum)) => {
+                    c.gre_rx_bad_checksum.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Err(e) => {
+                    c.gre_rx_malformed.fetch_add(1, Relaxed);
+                    debug!(error = %e, "dropped a malformed GRE packet");
+                    continue;
+                }
+            };
+            let Some(tunnel) = fib.tunnel_by_remote.get(&(d.src, d.key)).and_then(|p| fib.tunnels.get(p)) else {
+                c.gre_rx_unknown_tunnel.fetch_add(1, Relaxed);
+                debug!(remote = %d.src, key = d.key, "GRE packet for no tunnel");
+                continue;
+            };
+            let len = d.inner.end - d.inner.start;
+            tunnel.counters.rx(len, now);
+            let ingress = Ingress::Tunnel { port_no: tunnel.port_no, vnet: tunnel.key, is_static: tunnel.is_static };
+            self.forward(fib, ingress, VnetHdr::default(), RX_HEADROOM + d.inner.start, len, now);
+        }
+        false
+    }
+
+    fn forward(&mut self, fib: &Fib, ingress: Ingress, mut vnet: VnetHdr, off: usize, len: usize, now: u64) {
+        let verdict = decide(fib, ingress, &self.rx[off..off + len]);
+        if verdict.packet_in {
+            self.packet_in(ingress, off, len, now);
+        }
+        let c = &self.shared.counters;
+        match verdict.action {
+            Action::Output(out) => {
+                if let Some((dst, _)) = super::forward::macs(&self.rx[off..off + len]) {
+                    if let Some(entry) = fib.macs.get(&(ingress.vnet(), dst)) {
+                        entry.counters.hit(len, now);
+                    }
+                }
+                self.output(fib, out, &mut vnet, off, len, now);
+            }
+            Action::Flood { vnet: net, except, tunnels } => {
+                let Some(set) = fib.flood.get(&net) else { return };
+                for &p in &set.local {
+                    if p != except {
+                        self.output(fib, p, &mut vnet, off, len, now);
+                    }
+                }
+                if tunnels {
+                    for &p in &set.static_tunnels {
+                        if p != except {
+                            self.output(fib, p, &mut vnet, off, len, now);
+                        }
+                    }
+                }
+            }
+            Action::Drop(reason) => {
+                let counter = match reason {
+                    DropReason::Runt => &c.drop_runt,
+                    DropReason::BadSrcMac => &c.drop_bad_src_mac,
+                    DropReason::Hairpin => &c.drop_hairpin,
+                    DropReason::Flow | DropReason::ToController => return,
+                };
+                counter.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn packet_in(&mut self, ingress: Ingress, off: usize, len: usize, now: u64) {
+        let c = &self.shared.counters;
+        if !self.shared.controller_up.load(Relaxed) {
+            c.packet_in_no_controller.fetch_add(1, Relaxed);
+            return;
+        }
+        let rate = self.shared.packet_in_rate as f64;
+        let burst = self.shared.packet_in_burst as f64;
+        let b = self.buckets.entry(ingress.port_no()).or_insert(Bucket { tokens: burst, last_ms: now });
+        b.tokens = (b.tokens + (now.saturating_sub(b.last_ms)) as f64 * rate / 1000.0).min(burst);
+        b.last_ms = now;
+        if b.tokens < 1.0 {
+            c.packet_in_rate_limited.fetch_add(1, Relaxed);
+            return;
+        }
+        b.tokens -= 1.0;
+        // An OpenFlow message is at most 64 KB; the controller needs the headers, and a frame
+        // it sends back itself is never a super-frame's first packet (that is a SYN or an ARP).
+        let keep = len.min(MAX_PACKET_IN_DATA);
+        let pin = PacketIn { in_port: ingress.port_no(), vnet: ingress.vnet(), total_len: len, data: self.rx[off..off + keep].to_vec() };
+        match self.shared.packet_in_tx.try_send(pin) {
+            Ok(()) => c.packet_in_sent.fetch_add(1, Relaxed),
+            Err(_) => c.packet_in_queue_full.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Send the frame at `off..off+len` of the receive buffer to `port_no`, finishing offloads
+    /// in software where the port cannot take them.
+    fn output(&mut self, fib: &Fib, port_no: u32, vnet: &mut VnetHdr, off: usize, len: usize, now: u64) {
+        let c = &self.shared.counters;
+        if let Some(port) = fib.local.get(&port_no) {
+            let io = &port.io;
+            let ok = if io.takes_vnet_hdr() {
+                io.send(vnet, &self.rx[off..off + len]).is_ok()
+            } else if vnet.is_gso() {
+                let none = VnetHdr::default();
+                let mut all_ok = true;
+                let r = offload::segment(&self.rx[off..off + len], vnet, 0, &mut self.scratch, |seg| {
+                    all_ok &= io.send(&none, seg).is_ok();
+                });
+                if r.is_err() {
+                    c.drop_offload.fetch_add(1, Relaxed);
+                    return;
+                }
+                all_ok
+            } else {
+                if vnet.needs_csum() && !finish_checksum(&mut self.rx[off..off + len], vnet, c) {
+                    return;
+                }
+                io.send(vnet, &self.rx[off..off + len]).is_ok()
+            };
+            if ok {
+                port.counters.tx(len, now);
+            } else {
+                port.counters.tx_errors.fetch_add(1, Relaxed);
+            }
+        } else if let Some(tunnel) = fib.tunnels.get(&port_no) {
+            let Some(gre) = self.shared.gre.as_ref() else { return };
+            let ok = if vnet.is_gso() {
+                let mut all_ok = true;
+                let r = offload::segment(&self.rx[off..off + len], vnet, self.shared.tunnel_max_frame, &mut self.scratch, |seg| {
+                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
+                });
+                if r.is_err() {
+                    c.drop_offload.fetch_add(1, Relaxed);
+                    return;
+                }
+                all_ok
+            } else {
+                if vnet.needs_csum() && !finish_checksum(&mut self.rx[off..off + len], vnet, c) {
+                    return;
+                }
+                gre.send(tunnel.remote, &tunnel.header, &self.rx[off..off + len]).is_ok()
+            };
+            if ok {
+                tunnel.counters.tx(len, now);
+            } else {
+                tunnel.counters.tx_errors.fetch_add(1, Relaxed);
+                c.gre_tx_errors.fetch_add(1, Relaxed);
+            }
+        } else {
+            c.drop_no_port.fetch_add(1, Relaxed);
+        }
+    }
+
+}
+
+/// Complete a partial checksum in place, once: later outputs of the same frame then see a
+/// finished frame and a cleared flag.
+fn finish_checksum(frame: &mut [u8], vnet: &mut VnetHdr, c: &DpCounters) -> bool {
+    match offload::complete_checksum(frame, vnet) {
+        Ok(()) => {
+            vnet.flags &= !cloudrack_wire::vnet_hdr::F_NEEDS_CSUM;
+            true
+        }
+        Err(_) => {
+            c.drop_offload.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects only this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            warn!(cpu, "could not pin worker to CPU");
+        }
+    }
+}

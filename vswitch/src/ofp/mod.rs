@@ -1,0 +1,89 @@
+//! OpenFlow 1.3: sessions with controllers (active, reconnecting) and with tools such as
+//! ovs-ofctl (the passive `--ofp-listen` listener), and the PACKET_IN dispatcher.
+
+pub mod session;
+pub mod translate;
+
+use crate::dp::PacketIn;
+use crate::switch::Switch;
+use cloudrack_wire::ofp::{Body, Message};
+use crossbeam_channel::{Receiver, Sender};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// The controller connections that completed registration, in the order they did. The first
+/// one receives PACKET_INs (roles refine this later; today every controller is EQUAL).
+#[derive(Default)]
+pub struct Hub {
+    links: Mutex<Vec<(u64, Sender<Message>)>>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    pub fn add(&self, tx: Sender<Message>) -> u64 {
+        let id = self.next.fetch_add(1, Relaxed);
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).push((id, tx));
+        id
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).retain(|(i, _)| *i != id);
+    }
+
+    pub fn has_controller(&self) -> bool {
+        !self.links.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Send to the primary controller; false if there is none or it is not keeping up.
+    pub fn to_primary(&self, msg: Message) -> bool {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.first().is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
+    }
+}
+
+/// Start the threads that keep the controller connections, the PACKET_IN dispatcher and the
+/// passive listener.
+pub fn start(
+    switch: Arc<Switch>,
+    controllers: Vec<SocketAddr>,
+    listen: Option<SocketAddr>,
+    packet_ins: Receiver<PacketIn>,
+) -> std::io::Result<Arc<Hub>> {
+    let hub = Arc::new(Hub::default());
+    for addr in controllers {
+        let (sw, h) = (switch.clone(), hub.clone());
+        std::thread::Builder::new().name(format!("ofp-{addr}")).spawn(move || session::keep_connected(sw, h, addr))?;
+    }
+    {
+        let (sw, h) = (switch.clone(), hub.clone());
+        std::thread::Builder::new().name("packet-in".into()).spawn(move || {
+            for pin in packet_ins {
+                let msg = Message::new(0, Body::PacketIn(translate::packet_in(&pin)));
+                if !h.to_primary(msg) {
+                    sw.dp.shared.counters.packet_in_no_controller.fetch_add(1, Relaxed);
+                }
+            }
+        })?;
+    }
+    if let Some(addr) = listen {
+        let listener = TcpListener::bind(addr)?;
+        info!(%addr, "OpenFlow listener ready (ovs-ofctl -O OpenFlow13 ... tcp:{addr})");
+        let (sw, h) = (switch, hub.clone());
+        std::thread::Builder::new().name("ofp-listen".into()).spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(stream) => {
+                        let (sw, h) = (sw.clone(), h.clone());
+                        let _ = std::thread::Builder::new().name("ofp-passive".into()).spawn(move || {
+                            let _ = session::run(sw, h, stream, session::Peer::Passive);
+                        });
+                    }
+                    Err(e) => warn!(error = %e, "OpenFlow accept failed"),
+                }
+            }
+        })?;
+    }
+    Ok(hub)
+}

@@ -1,0 +1,421 @@
+//! One OpenFlow 1.3 connection, to a controller (active) or from a tool such as ovs-ofctl
+//! (passive listener). The reading thread answers requests; a writer thread owns the socket's
+//! sending side and also turns switch notifications into asynchronous messages, so nothing the
+//! switch does ever waits on a slow peer.
+
+use super::translate::{self, FlowOp, OfpErr};
+use super::Hub;
+use crate::switch::{Notify, Switch, TunnelSpec};
+use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequestBody};
+use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
+use cloudrack_wire::tccs::TccsMsg;
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A controller we connected to: gets PACKET_INs, notifications and TCCS.
+    Controller,
+    /// Someone who connected to our listener (ovs-ofctl): requests and replies only.
+    Passive,
+}
+
+/// Idle time after which we probe the peer with ECHO_REQUEST, and give up after three.
+const ECHO_INTERVAL: Duration = Duration::from_secs(2);
+const MAX_MISSED_ECHOES: u32 = 3;
+/// Bytes of flow entries per multipart reply message (the length field is 16 bits).
+const MULTIPART_CHUNK: usize = 60_000;
+
+pub struct Session {
+    switch: Arc<Switch>,
+    hub: Arc<Hub>,
+    peer: Peer,
+    out: Sender<Message>,
+    registered: bool,
+    link_id: Option<u64>,
+}
+
+/// Run a session until the connection ends. Returns how it ended.
+pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: TcpStream, peer: Peer) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(ECHO_INTERVAL))?;
+    let writer = stream.try_clone()?;
+    let (out_tx, out_rx) = bounded::<Message>(4096);
+    let (notify_tx, notify_rx) = bounded::<Notify>(4096);
+    if peer == Peer::Controller {
+        switch.subscribe(notify_tx);
+    } else {
+        drop(notify_tx);
+    }
+    let writer_thread = std::thread::Builder::new()
+        .name("ofp-writer".into())
+        .spawn(move || write_loop(writer, out_rx, notify_rx))?;
+    let mut s = Session { switch, hub, peer, out: out_tx, registered: false, link_id: None };
+    s.send(Body::hello(&[ofp::OFP_VERSION]));
+    let result = s.read_loop(stream);
+    if let Some(id) = s.link_id {
+        s.hub.remove(id);
+    }
+    s.switch.dp.shared.controller_up.store(s.hub.has_controller(), Relaxed);
+    drop(s);
+    let _ = writer_thread.join();
+    result
+}
+
+fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<Notify>) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let msg = select! {
+            recv(out) -> m => match m { Ok(m) => m, Err(_) => break },
+            recv(notify) -> n => match n {
+                Ok(n) => match notification(&n) {
+                    Some(m) => m,
+                    None => continue,
+                },
+                // The session is not a controller's; keep serving replies.
+                Err(_) => match out.recv() { Ok(m) => m, Err(_) => break },
+            },
+        };
+        buf.clear();
+        msg.encode_into(&mut buf);
+        // Write whatever else is queued in the same syscall.
+        while let Ok(m) = out.try_recv() {
+            m.encode_into(&mut buf);
+            if buf.len() > 256 * 1024 {
+                break;
+            }
+        }
+        if stream.write_all(&buf).is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// The asynchronous message for a switch event, if the controller wants one.
+fn notification(n: &Notify) -> Option<Message> {
+    let body = match n {
+        Notify::PortAdded(p) => Body::PortStatus { reason: ofp::OFPPR_ADD, desc: translate::port_desc(p) },
+        Notify::PortDeleted(p) => Body::PortStatus { reason: ofp::OFPPR_DELETE, desc: translate::port_desc(p) },
+        Notify::TunnelAdded(t) => Body::PortStatus { reason: ofp::OFPPR_ADD, desc: translate::tunnel_desc(t) },
+        Notify::TunnelDeleted(t) => Body::PortStatus { reason: ofp::OFPPR_DELETE, desc: translate::tunnel_desc(t) },
+        Notify::FlowRemoved { flow, reason } => {
+            if flow.flags & ofp::OFPFF_SEND_FLOW_REM == 0 {
+                return None;
+            }
+            Body::FlowRemoved(translate::flow_removed(flow, *reason))
+        }
+        Notify::TunnelIdle { port_no, remote, key, idle_ms } => {
+            TccsMsg::TunnelIdle { remote_ip: *remote, key: *key, port_no: *port_no, idle_ms: *idle_ms }.to_body()
+        }
+    };
+    Some(Message::new(0, body))
+}
+
+impl Session {
+    fn send(&self, body: Body) {
+        self.reply(0, body);
+    }
+
+    fn reply(&self, xid: u32, body: Body) {
+        if self.out.try_send(Message::new(xid, body)).is_err() {
+            warn!("OpenFlow peer is not reading; message dropped");
+        }
+    }
+
+    fn error(&self, xid: u32, raw: &[u8], (typ, code): OfpErr) {
+        self.reply(xid, Body::error_reply(typ, code, raw));
+    }
+
+    fn read_loop(&mut self, stream: TcpStream) -> std::io::Result<()> {
+        let mut reader = MsgReader::new(stream);
+        let mut missed = 0;
+        loop {
+            match reader.next_message() {
+                Ok(Incoming::Message(m)) => {
+                    missed = 0;
+                    let raw = m.encode();
+                    self.handle(m, &raw);
+                }
+                Ok(Incoming::Malformed { raw, error }) => {
+                    missed = 0;
+                    warn!(%error, "malformed OpenFlow message");
+                    self.switch.dp.shared.counters.ofp_rx_malformed.fetch_add(1, Relaxed);
+                    let xid = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
+                    let code = if raw[0] != ofp::OFP_VERSION { ofp::OFPBRC_BAD_VERSION } else { ofp::OFPBRC_BAD_LEN };
+                    self.error(xid, &raw, (ofp::OFPET_BAD_REQUEST, code));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    missed += 1;
+                    if missed > MAX_MISSED_ECHOES {
+                        return Err(std::io::Error::new(ErrorKind::TimedOut, "peer stopped answering echo requests"));
+                    }
+                    self.send(Body::EchoRequest(Vec::new()));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() == ErrorKind::InvalidData {
+                        self.switch.dp.shared.counters.ofp_rx_malformed.fetch_add(1, Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Message, raw: &[u8]) {
+        let xid = m.xid;
+        match m.body {
+            Body::Hello { version, elements } => {
+                if ofp::negotiate_version(version, &elements, &[ofp::OFP_VERSION]).is_none() {
+                    warn!(version, "peer does not speak OpenFlow 1.3");
+                    self.error(xid, raw, (ofp::OFPET_HELLO_FAILED, ofp::OFPHFC_INCOMPATIBLE));
+                }
+            }
+            Body::EchoRequest(data) => self.reply(xid, Body::EchoReply(data)),
+            Body::EchoReply(_) | Body::BarrierReply => {}
+            Body::Error { typ, code, data } => {
+                warn!(typ, code, len = data.len(), "OpenFlow error from peer");
+            }
+            Body::FeaturesRequest => {
+                self.reply(
+                    xid,
+                    Body::FeaturesReply {
+                        datapath_id: self.switch.cfg.dpid,
+                        n_buffers: 0,
+                        n_tables: 1,
+                        auxiliary_id: 0,
+                        capabilities: ofp::OFPC_FLOW_STATS | ofp::OFPC_TABLE_STATS | ofp::OFPC_PORT_STATS,
+                        reserved: 0,
+                    },
+                );
+                if self.peer == Peer::Controller && !self.registered {
+                    self.register();
+                }
+            }
+            Body::GetConfigRequest => {
+                self.reply(xid, Body::GetConfigReply(ofp::SwitchConfig { flags: 0, miss_send_len: ofp::OFPCML_NO_BUFFER }))
+            }
+            Body::SetConfig(_) | Body::SetAsync(_) => {}
+            Body::BarrierRequest => self.reply(xid, Body::BarrierReply),
+            Body::RoleRequest(r) => {
+                let role = if r.role == ofp::OFPCR_ROLE_NOCHANGE { ofp::OFPCR_ROLE_EQUAL } else { r.role };
+                self.reply(xid, Body::RoleReply(ofp::RoleMsg { role, generation_id: r.generation_id }));
+            }
+            Body::FlowMod(fm) => self.flow_mod(xid, raw, &fm),
+            Body::PacketOut(po) => self.packet_out(xid, raw, &po),
+            Body::MultipartRequest { body, .. } => self.multipart(xid, raw, body),
+            Body::Experimenter { .. } => self.experimenter(xid, raw, &m.body),
+            other => {
+                debug!(msg_type = other.msg_type(), "unsupported OpenFlow message");
+                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TYPE));
+            }
+        }
+    }
+
+    /// Tell the controller who we are and what we have (TCCS), so a restarted controller
+    /// rebuilds its registries from the switches.
+    fn register(&mut self) {
+        let sw = &self.switch;
+        self.send(
+            TccsMsg::Register { dpid: sw.cfg.dpid, underlay_ip: sw.cfg.underlay_ip, underlay_mac: sw.cfg.underlay_mac }.to_body(),
+        );
+        for p in sw.ports() {
+            self.send(TccsMsg::PortVnet { port_no: p.port_no, vnet: p.vnet }.to_body());
+        }
+        for t in sw.tunnels() {
+            self.send(
+                TccsMsg::TunnelReport {
+                    remote_dpid: t.remote_dpid_raw,
+                    remote_ip: t.remote_ip,
+                    key: t.key,
+                    port_no: t.port_no,
+                    idle_timeout_s: t.idle_timeout_s,
+                    is_static: t.is_static,
+                }
+                .to_body(),
+            );
+        }
+        self.registered = true;
+        self.link_id = Some(self.hub.add(self.out.clone()));
+        sw.dp.shared.controller_up.store(true, Relaxed);
+        info!(dpid = format!("{:016x}", sw.cfg.dpid), "registered with controller");
+    }
+
+    fn flow_mod(&self, xid: u32, raw: &[u8], fm: &ofp::FlowMod) {
+        let sw = &self.switch;
+        match translate::flow_mod(fm, |p| sw.port_exists(p)) {
+            Ok(FlowOp::Add(flow)) => {
+                if let Err(e) = sw.flow_add(flow) {
+                    warn!(error = %e, "flow add failed");
+                    self.error(xid, raw, (ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_TABLE_FULL));
+                }
+            }
+            Ok(FlowOp::Modify { filter, strict, out_port }) => {
+                sw.flow_modify(&filter, strict, out_port);
+            }
+            Ok(FlowOp::Delete { filter, strict }) => {
+                sw.flow_delete(&filter, strict);
+            }
+            Ok(FlowOp::TableMiss) => {}
+            Err(e) => {
+                debug!(?e, "flow mod refused");
+                self.error(xid, raw, e);
+            }
+        }
+    }
+
+    fn packet_out(&self, xid: u32, raw: &[u8], po: &ofp::PacketOut) {
+        if po.buffer_id != ofp::OFP_NO_BUFFER {
+            return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BUFFER_UNKNOWN));
+        }
+        match translate::packet_out_targets(po) {
+            Ok(targets) => {
+                for t in targets {
+                    self.switch.packet_out(t, &po.data);
+                }
+            }
+            Err(e) => self.error(xid, raw, e),
+        }
+    }
+
+    fn multipart(&self, xid: u32, raw: &[u8], body: MultipartRequestBody) {
+        let sw = &self.switch;
+        let reply = |body| self.reply(xid, Body::MultipartReply { flags: 0, body });
+        match body {
+            MultipartRequestBody::Desc => reply(MultipartReplyBody::Desc(Box::new(ofp::DescStats::new(
+                "Cloud Rack",
+                "userspace switch",
+                env!("CARGO_PKG_VERSION"),
+                "None",
+                &format!("cloudrack-switch dpid {:016x}", sw.cfg.dpid),
+            )))),
+            MultipartRequestBody::PortDesc => {
+                let mut descs: Vec<ofp::PortDesc> = sw.ports().iter().map(translate::port_desc).collect();
+                descs.extend(sw.tunnels().iter().map(translate::tunnel_desc));
+                reply(MultipartReplyBody::PortDesc(descs));
+            }
+            MultipartRequestBody::PortStats { port_no } => {
+                reply(MultipartReplyBody::PortStats(translate::port_stats(&sw.ports(), &sw.tunnels(), port_no)))
+            }
+            MultipartRequestBody::Table => {
+                let (lookups, matched) = sw.lookup_counts();
+                reply(MultipartReplyBody::Table(vec![ofp::TableStats {
+                    table_id: 0,
+                    active_count: sw.flows(&Default::default()).len() as u32,
+                    lookup_count: lookups,
+                    matched_count: matched,
+                }]))
+            }
+            MultipartRequestBody::Flow(req) | MultipartRequestBody::Aggregate(req)
+                if req.table_id != 0 && req.table_id != ofp::OFPTT_ALL =>
+            {
+                // Only table 0 exists: an empty answer, as for any empty table.
+                let _ = req;
+                reply(MultipartReplyBody::Flow(vec![]))
+            }
+            MultipartRequestBody::Flow(req) => match translate::stats_filter(&req) {
+                Ok(filter) => {
+                    let stats: Vec<ofp::FlowStats> = sw.flows(&filter).iter().map(translate::flow_stats).collect();
+                    self.flow_stats_reply(xid, stats);
+                }
+                Err(e) => self.error(xid, raw, e),
+            },
+            MultipartRequestBody::Aggregate(req) => match translate::stats_filter(&req) {
+                Ok(filter) => {
+                    let flows = sw.flows(&filter);
+                    reply(MultipartReplyBody::Aggregate {
+                        packet_count: flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum(),
+                        byte_count: flows.iter().map(|f| f.counters.bytes.load(Relaxed)).sum(),
+                        flow_count: flows.len() as u32,
+                    })
+                }
+                Err(e) => self.error(xid, raw, e),
+            },
+            MultipartRequestBody::Unknown { typ, .. } => {
+                debug!(typ, "unsupported multipart request");
+                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
+            }
+        }
+    }
+
+    /// Flow stats in as many replies as needed, all but the last flagged REPLY_MORE.
+    fn flow_stats_reply(&self, xid: u32, stats: Vec<ofp::FlowStats>) {
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        let mut iter = stats.into_iter().peekable();
+        while let Some(s) = iter.next() {
+            size += 56 + 64 + 16; // entry header + match + one output instruction, generously
+            chunk.push(s);
+            if size >= MULTIPART_CHUNK && iter.peek().is_some() {
+                self.reply(xid, Body::MultipartReply { flags: ofp::OFPMPF_REPLY_MORE, body: MultipartReplyBody::Flow(std::mem::take(&mut chunk)) });
+                size = 0;
+            }
+        }
+        self.reply(xid, Body::MultipartReply { flags: 0, body: MultipartReplyBody::Flow(chunk) });
+    }
+
+    fn experimenter(&self, xid: u32, raw: &[u8], body: &Body) {
+        let msg = match TccsMsg::from_body(body) {
+            None => return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXPERIMENTER)),
+            Some(Err(e)) => {
+                warn!(error = %e, "bad TCCS message");
+                return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXP_TYPE));
+            }
+            Some(Ok(m)) => m,
+        };
+        let sw = &self.switch;
+        match msg {
+            TccsMsg::TunnelAdd { remote_dpid, remote_ip, key, port_no, idle_timeout_s } => {
+                let spec = TunnelSpec { port_no: Some(port_no), remote: remote_ip, key, remote_dpid, is_static: false, idle_timeout_s };
+                if let Err(e) = sw.add_tunnel(spec) {
+                    warn!(error = %e, "tunnel add refused");
+                    self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_EPERM));
+                }
+            }
+            TccsMsg::TunnelDel { remote_ip, key, port_no } => {
+                let port = if sw.tunnels().iter().any(|t| t.port_no == port_no) { Some(port_no) } else { sw.tunnel_port(remote_ip, key) };
+                match port {
+                    Some(p) => {
+                        let _ = sw.del_tunnel(p);
+                    }
+                    None => debug!(%remote_ip, key, port_no, "tunnel to delete is already gone"),
+                }
+            }
+            other => {
+                debug!(?other, "TCCS message not meant for a switch");
+                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXP_TYPE));
+            }
+        }
+    }
+}
+
+/// How long a connection attempt may take before we back off and retry.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keep a connection to one controller: connect, run the session, back off, retry — forever.
+/// While disconnected the datapath keeps forwarding on what is installed (fail-secure).
+pub fn keep_connected(switch: Arc<Switch>, hub: Arc<Hub>, addr: std::net::SocketAddr) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                info!(%addr, "connected to controller");
+                let started = Instant::now();
+                let end = run(switch.clone(), hub.clone(), stream, Peer::Controller);
+                warn!(%addr, reason = ?end.err(), "controller connection lost; forwarding continues on installed flows");
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e) => debug!(%addr, error = %e, "controller not reachable"),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

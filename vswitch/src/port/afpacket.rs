@@ -1,0 +1,132 @@
+//! `system` ports: an AF_PACKET socket bound to an existing interface (a QEMU tap's host side,
+//! a veth end).
+//!
+//! PACKET_VNET_HDR puts a virtio-net header in front of every frame, so GSO super-frames and
+//! partial checksums from offloading guests arrive intact and can be sent on whole.
+//! PACKET_IGNORE_OUTGOING keeps frames that leave through the interface (ours, or the host
+//! stack's) from coming back in as if received, which would loop.
+
+use super::{sys, PortIo, RxFrame, RX_HEADROOM};
+use cloudrack_wire::vnet_hdr::{self, VnetHdr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const ETH_P_ALL: u16 = 0x0003;
+// From linux/if_packet.h; libc lacks the newer ones on some versions.
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
+
+pub struct AfPacketPort {
+    fd: OwnedFd,
+    ifname: String,
+    ifindex: u32,
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: value lives across the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl AfPacketPort {
+    /// Open a socket on interface `ifname` and bring the interface up.
+    pub fn open(ifname: &str) -> io::Result<AfPacketPort> {
+        let ifindex = sys::ifindex(ifname)?;
+        // Protocol 0 at creation: nothing is queued until bind() names the interface, so no
+        // frame of another interface slips in between.
+        // SAFETY: plain socket(2) call; the fd is owned right away.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        // Bigger queues ride out bursts while a worker is busy; failure only costs headroom.
+        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
+        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
+
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sys::set_up(ifname)?;
+        Ok(AfPacketPort { fd, ifname: ifname.to_string(), ifindex })
+    }
+}
+
+impl PortIo for AfPacketPort {
+    fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<RxFrame> {
+        let start = RX_HEADROOM - vnet_hdr::LEN;
+        let room = &mut buf[start..];
+        // SAFETY: room is a valid writable buffer of the given length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), room.as_mut_ptr() as *mut libc::c_void, room.len(), libc::MSG_TRUNC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > room.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame larger than the receive buffer"));
+        }
+        let vnet = VnetHdr::parse(&room[..n]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
+        Ok(RxFrame { vnet, offset: RX_HEADROOM, len: n - vnet_hdr::LEN })
+    }
+
+    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
+        let mut hdr = [0u8; vnet_hdr::LEN];
+        vnet.emit(&mut hdr);
+        let iov = [
+            libc::iovec { iov_base: hdr.as_ptr() as *mut libc::c_void, iov_len: hdr.len() },
+            libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() },
+        ];
+        // SAFETY: both iovecs point at live buffers of the stated lengths; writev only reads them.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn takes_vnet_hdr(&self) -> bool {
+        true
+    }
+
+    fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}

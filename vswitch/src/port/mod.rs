@@ -1,0 +1,45 @@
+//! Port devices: where frames enter and leave the switch on this host.
+//!
+//! A port is an fd the workers poll plus `recv`/`send` of one frame. Ports that carry the
+//! virtio-net header (AF_PACKET with PACKET_VNET_HDR) exchange offloaded super-frames whole;
+//! the others get plain MTU frames. The datapath decides what to do with an offloaded frame
+//! by asking [`PortIo::takes_vnet_hdr`].
+
+pub mod afpacket;
+pub mod sys;
+pub mod tap;
+
+use cloudrack_wire::vnet_hdr::VnetHdr;
+use std::io;
+use std::os::fd::RawFd;
+
+/// A received frame's position in the worker's buffer and its offload metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct RxFrame {
+    pub vnet: VnetHdr,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// One port's I/O. Shared between workers by `Arc`: the kernel serializes sends on one fd,
+/// and only the worker that owns the port receives from it.
+pub trait PortIo: Send + Sync {
+    fn fd(&self) -> RawFd;
+    /// Receive one frame into `buf` (which must have [`RX_HEADROOM`] bytes free in front).
+    /// `WouldBlock` when nothing is queued.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<RxFrame>;
+    /// Send one frame; `vnet` is only given to ports that take the header.
+    fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()>;
+    /// Whether this port accepts GSO super-frames and partial checksums.
+    fn takes_vnet_hdr(&self) -> bool;
+    /// The kernel interface this port is attached to.
+    fn ifname(&self) -> &str;
+    fn ifindex(&self) -> u32;
+}
+
+/// Bytes kept free before a received frame, room for the virtio-net header.
+pub const RX_HEADROOM: usize = 16;
+/// Largest frame a port hands us: a 64 KB GSO frame plus its headers.
+pub const MAX_FRAME: usize = 65_536 + 256;
+/// The size of a worker's receive buffer.
+pub const RX_BUF_LEN: usize = RX_HEADROOM + MAX_FRAME;

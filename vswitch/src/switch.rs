@@ -1,0 +1,540 @@
+//! The switch's control-plane state: ports, tunnels and flows, and the operations the
+//! OpenFlow sessions and the management socket perform on them. Every change rebuilds the FIB
+//! and publishes it to the workers; nothing here runs per packet.
+//!
+//! Thread-safety: one mutex guards the state; it is taken by control threads only (OpenFlow
+//! sessions, management socket, the timer), never by a datapath worker.
+
+use crate::dp::fib::{Fib, LocalPort, Mac, PortKind, Tunnel};
+use crate::dp::forward::{decide, Action, Ingress};
+use crate::dp::stats::{now_ms, PortCounters};
+use crate::dp::{Datapath, DpEvent};
+use crate::flow_table::{ExpiryReason, Flow, FlowFilter, FlowKey, FlowTable, TableFull};
+use crate::port::{afpacket::AfPacketPort, sys, tap::TapPort, PortIo};
+use cloudrack_wire::vnet_hdr::VnetHdr;
+use crossbeam_channel::Sender;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Local ports are numbered from 1; controller-made tunnels use the numbers the controller
+/// gives (from `FIRST_CONTROLLER_TUNNEL`); static tunnels are numbered from `FIRST_STATIC_TUNNEL`.
+pub const MAX_LOCAL_PORT: u32 = 0xffff;
+pub const FIRST_CONTROLLER_TUNNEL: u32 = 0x1_0000;
+pub const FIRST_STATIC_TUNNEL: u32 = 0x8000_0000;
+/// Above this, OpenFlow reserves port numbers (OFPP_MAX).
+pub const OFPP_MAX: u32 = 0xffff_ff00;
+
+#[derive(Debug, Error)]
+pub enum SwitchError {
+    #[error("port {0:?} already exists")]
+    PortExists(String),
+    #[error("no port {0:?}")]
+    NoSuchPort(String),
+    #[error("no port number {0}")]
+    NoSuchPortNo(u32),
+    #[error("cannot open {name:?}: {source}")]
+    Open { name: String, source: std::io::Error },
+    #[error("too many ports (limit {0})")]
+    TooManyPorts(usize),
+    #[error("too many tunnels (limit {0})")]
+    TooManyTunnels(usize),
+    #[error("tunnel port number {0} is not in the range a controller may assign")]
+    BadTunnelPortNo(u32),
+    #[error("a tunnel to {0} with key {1} already exists as port {2}")]
+    TunnelExists(Ipv4Addr, u32, u32),
+    #[error("flow table full ({0} flows)")]
+    FlowTableFull(usize),
+    #[error("no GRE socket: tunnels are unavailable")]
+    NoGre,
+}
+
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    pub dpid: u64,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_mac: Mac,
+    pub max_ports: usize,
+    pub max_tunnels: usize,
+    pub max_flows: usize,
+}
+
+/// A port as OpenFlow and the CLI describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortInfo {
+    pub port_no: u32,
+    pub name: String,
+    pub kind: &'static str,
+    pub vnet: u32,
+    pub hw_addr: String,
+    #[serde(skip)]
+    pub mac: Mac,
+    pub ifindex: u32,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelInfo {
+    pub port_no: u32,
+    pub name: String,
+    pub remote_ip: Ipv4Addr,
+    pub key: u32,
+    pub remote_dpid: String,
+    #[serde(skip)]
+    pub remote_dpid_raw: u64,
+    pub is_static: bool,
+    pub idle_timeout_s: u32,
+    pub idle_ms: u64,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// What a tunnel should be.
+#[derive(Debug, Clone)]
+pub struct TunnelSpec {
+    /// Given by the controller; `None` for static tunnels (the switch numbers them).
+    pub port_no: Option<u32>,
+    pub remote: Ipv4Addr,
+    pub key: u32,
+    pub remote_dpid: u64,
+    pub is_static: bool,
+    pub idle_timeout_s: u32,
+}
+
+/// Events for connected controllers.
+#[derive(Debug, Clone)]
+pub enum Notify {
+    PortAdded(PortInfo),
+    PortDeleted(PortInfo),
+    TunnelAdded(TunnelInfo),
+    TunnelDeleted(TunnelInfo),
+    FlowRemoved { flow: Flow, reason: FlowRemovedReason },
+    TunnelIdle { port_no: u32, remote: Ipv4Addr, key: u32, idle_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowRemovedReason {
+    IdleTimeout,
+    HardTimeout,
+    Delete,
+}
+
+/// Where PACKET_OUT sends a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketOutTarget {
+    Port(u32),
+    /// Local ports of the network, except `in_port`.
+    Flood { vnet: u32, in_port: Option<u32> },
+    /// Through the flow table, as if received on `in_port` in `vnet`.
+    Table { vnet: u32, in_port: u32 },
+}
+
+struct State {
+    ports: BTreeMap<u32, LocalPort>,
+    tunnels: BTreeMap<u32, Arc<Tunnel>>,
+    flows: FlowTable,
+    next_port: u32,
+    next_static: u32,
+    next_worker: usize,
+    /// Tunnels already reported idle (until they carry traffic again).
+    idle_reported: HashSet<u32>,
+}
+
+pub struct Switch {
+    pub cfg: SwitchConfig,
+    pub dp: Datapath,
+    state: Mutex<State>,
+    subscribers: Mutex<Vec<Sender<Notify>>>,
+}
+
+pub const DEFAULT_FLOW_FLAGS: u16 = 0;
+
+fn tunnel_name(t: &Tunnel) -> String {
+    let mut n = format!("gre-{}", t.remote);
+    if t.key != 0 {
+        n = format!("gre{}-{}", t.key, t.remote);
+    }
+    n.truncate(15);
+    n
+}
+
+impl Switch {
+    pub fn new(cfg: SwitchConfig, dp: Datapath) -> Switch {
+        let flows = FlowTable::with_capacity(cfg.max_flows);
+        Switch {
+            cfg,
+            dp,
+            state: Mutex::new(State {
+                ports: BTreeMap::new(),
+                tunnels: BTreeMap::new(),
+                flows,
+                next_port: 1,
+                next_static: FIRST_STATIC_TUNNEL,
+                next_worker: 0,
+                idle_reported: HashSet::new(),
+            }),
+            subscribers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving with the state as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Receive controller notifications on `tx` until it is dropped.
+    pub fn subscribe(&self, tx: Sender<Notify>) {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+    }
+
+    fn notify(&self, n: Notify) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|tx| match tx.try_send(n.clone()) {
+            Ok(()) => true,
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                warn!("a controller session is not keeping up; notification dropped");
+                true
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    fn publish(&self, st: &State) {
+        let mut fib = Fib {
+            local: st.ports.clone().into_iter().collect(),
+            tunnels: st.tunnels.clone().into_iter().collect(),
+            macs: st.flows.compile(),
+            ..Fib::default()
+        };
+        fib.tunnel_by_remote = st.tunnels.values().map(|t| ((t.remote, t.key), t.port_no)).collect();
+        fib.rebuild_flood();
+        self.dp.publish(fib);
+    }
+
+    fn port_info(p: &LocalPort) -> PortInfo {
+        let mac = sys::mac(&p.name).unwrap_or([0; 6]);
+        PortInfo {
+            port_no: p.port_no,
+            name: p.name.clone(),
+            kind: match p.kind {
+                PortKind::System => "system",
+                PortKind::Tap => "tap",
+            },
+            vnet: p.vnet,
+            hw_addr: sys::fmt_mac(&mac),
+            mac,
+            ifindex: p.io.ifindex(),
+            counters: p.counters.snapshot(),
+        }
+    }
+
+    fn tunnel_info(t: &Tunnel) -> TunnelInfo {
+        let last = t.counters.last_used_ms.load(Relaxed);
+        TunnelInfo {
+            port_no: t.port_no,
+            name: tunnel_name(t),
+            remote_ip: t.remote,
+            key: t.key,
+            remote_dpid: format!("{:016x}", t.remote_dpid),
+            remote_dpid_raw: t.remote_dpid,
+            is_static: t.is_static,
+            idle_timeout_s: t.idle_timeout_s,
+            idle_ms: now_ms().saturating_sub(last),
+            counters: t.counters.snapshot(),
+        }
+    }
+
+    /// Attach a port: `system` opens AF_PACKET on an existing interface, `tap` creates a tap.
+    pub fn add_port(&self, name: &str, kind: PortKind, vnet: u32) -> Result<PortInfo, SwitchError> {
+        let mut st = self.lock();
+        if st.ports.values().any(|p| p.name == name) {
+            return Err(SwitchError::PortExists(name.into()));
+        }
+        if st.ports.len() >= self.cfg.max_ports {
+            return Err(SwitchError::TooManyPorts(self.cfg.max_ports));
+        }
+        let io: Arc<dyn PortIo> = match kind {
+            PortKind::System => Arc::new(AfPacketPort::open(name).map_err(|source| SwitchError::Open { name: name.into(), source })?),
+            PortKind::Tap => Arc::new(TapPort::create(name).map_err(|source| SwitchError::Open { name: name.into(), source })?),
+        };
+        let port_no = (st.next_port..=MAX_LOCAL_PORT).find(|n| !st.ports.contains_key(n)).ok_or(SwitchError::TooManyPorts(self.cfg.max_ports))?;
+        st.next_port = port_no + 1;
+        let worker = st.next_worker % self.dp.workers();
+        st.next_worker += 1;
+        let port = LocalPort { port_no, name: name.into(), kind, vnet, io, counters: Arc::new(PortCounters::default()), worker };
+        let info = Self::port_info(&port);
+        st.ports.insert(port_no, port);
+        self.publish(&st);
+        drop(st);
+        info!(port = name, port_no, ?kind, vnet, "port added");
+        self.notify(Notify::PortAdded(info.clone()));
+        Ok(info)
+    }
+
+    /// Detach a port by name (or by number, given as digits).
+    pub fn del_port(&self, name: &str) -> Result<(), SwitchError> {
+        let mut st = self.lock();
+        let port_no = st
+            .ports
+            .values()
+            .find(|p| p.name == name || p.port_no.to_string() == name)
+            .map(|p| p.port_no)
+            .ok_or_else(|| SwitchError::NoSuchPort(name.into()))?;
+        self.remove_port_locked(&mut st, port_no, "deleted");
+        Ok(())
+    }
+
+    fn remove_port_locked(&self, st: &mut MutexGuard<'_, State>, port_no: u32, why: &str) {
+        let Some(port) = st.ports.remove(&port_no) else { return };
+        // Flows that lead to a port that is gone would only drop; remove them and tell the
+        // controller, so it re-points instead of waiting for a timeout.
+        let removed = st.flows.delete(&FlowFilter { out_port: Some(port_no), ..Default::default() }, None);
+        self.publish(st);
+        info!(port = %port.name, port_no, why, flows_removed = removed.len(), "port removed");
+        let info = Self::port_info(&port);
+        self.notify(Notify::PortDeleted(info));
+        for flow in removed {
+            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+        }
+    }
+
+    pub fn add_tunnel(&self, spec: TunnelSpec) -> Result<TunnelInfo, SwitchError> {
+        if self.dp.shared.gre.is_none() {
+            return Err(SwitchError::NoGre);
+        }
+        let mut st = self.lock();
+        if let Some(t) = st.tunnels.values().find(|t| t.remote == spec.remote && t.key == spec.key) {
+            // The same tunnel asked for again (a controller that restarted): keep it.
+            if spec.port_no.is_none_or(|p| p == t.port_no) {
+                return Ok(Self::tunnel_info(t));
+            }
+            return Err(SwitchError::TunnelExists(spec.remote, spec.key, t.port_no));
+        }
+        if st.tunnels.len() >= self.cfg.max_tunnels {
+            return Err(SwitchError::TooManyTunnels(self.cfg.max_tunnels));
+        }
+        let port_no = match spec.port_no {
+            Some(p) if (FIRST_CONTROLLER_TUNNEL..FIRST_STATIC_TUNNEL).contains(&p) => p,
+            Some(p) => return Err(SwitchError::BadTunnelPortNo(p)),
+            None => {
+                let p = (st.next_static..OFPP_MAX).find(|n| !st.tunnels.contains_key(n)).ok_or(SwitchError::TooManyTunnels(self.cfg.max_tunnels))?;
+                st.next_static = p + 1;
+                p
+            }
+        };
+        if let Some(old) = st.tunnels.get(&port_no) {
+            return Err(SwitchError::TunnelExists(old.remote, old.key, port_no));
+        }
+        let t = Arc::new(Tunnel::new(port_no, spec.remote, spec.key, spec.remote_dpid, spec.is_static, spec.idle_timeout_s));
+        // A new tunnel counts as used now, so it is not reported idle at once.
+        t.counters.last_used_ms.store(now_ms(), Relaxed);
+        let info = Self::tunnel_info(&t);
+        st.tunnels.insert(port_no, t);
+        self.publish(&st);
+        drop(st);
+        info!(port_no, remote = %spec.remote, key = spec.key, is_static = spec.is_static, "tunnel added");
+        self.notify(Notify::TunnelAdded(info.clone()));
+        Ok(info)
+    }
+
+    /// Remove a tunnel and every flow that outputs to it.
+    pub fn del_tunnel(&self, port_no: u32) -> Result<(), SwitchError> {
+        let mut st = self.lock();
+        let t = st.tunnels.remove(&port_no).ok_or(SwitchError::NoSuchPortNo(port_no))?;
+        st.idle_reported.remove(&port_no);
+        let removed = st.flows.delete(&FlowFilter { out_port: Some(port_no), ..Default::default() }, None);
+        self.publish(&st);
+        drop(st);
+        info!(port_no, remote = %t.remote, key = t.key, flows_removed = removed.len(), "tunnel removed");
+        self.notify(Notify::TunnelDeleted(Self::tunnel_info(&t)));
+        for flow in removed {
+            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+        }
+        Ok(())
+    }
+
+    /// Find a tunnel's port number by remote address and key.
+    pub fn tunnel_port(&self, remote: Ipv4Addr, key: u32) -> Option<u32> {
+        self.lock().tunnels.values().find(|t| t.remote == remote && t.key == key).map(|t| t.port_no)
+    }
+
+    pub fn port_exists(&self, port_no: u32) -> bool {
+        let st = self.lock();
+        st.ports.contains_key(&port_no) || st.tunnels.contains_key(&port_no)
+    }
+
+    pub fn flow_add(&self, flow: Flow) -> Result<(), SwitchError> {
+        let mut st = self.lock();
+        st.flows.add(flow).map_err(|TableFull| SwitchError::FlowTableFull(st.flows.capacity))?;
+        self.publish(&st);
+        Ok(())
+    }
+
+    pub fn flow_modify(&self, filter: &FlowFilter, strict: Option<FlowKey>, out_port: Option<u32>) -> usize {
+        let mut st = self.lock();
+        let n = st.flows.modify(filter, strict, out_port);
+        if n > 0 {
+            self.publish(&st);
+        }
+        n
+    }
+
+    pub fn flow_delete(&self, filter: &FlowFilter, strict: Option<FlowKey>) -> usize {
+        let mut st = self.lock();
+        let removed = st.flows.delete(filter, strict);
+        if removed.is_empty() {
+            return 0;
+        }
+        self.publish(&st);
+        drop(st);
+        let n = removed.len();
+        for flow in removed {
+            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+        }
+        n
+    }
+
+    pub fn flows(&self, filter: &FlowFilter) -> Vec<Flow> {
+        self.lock().flows.filtered(filter).cloned().collect()
+    }
+
+    pub fn ports(&self) -> Vec<PortInfo> {
+        self.lock().ports.values().map(Self::port_info).collect()
+    }
+
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        self.lock().tunnels.values().map(|t| Self::tunnel_info(t)).collect()
+    }
+
+    /// Send a frame from the controller (PACKET_OUT).
+    pub fn packet_out(&self, target: PacketOutTarget, frame: &[u8]) {
+        let fib = self.dp.shared.fib.load_full();
+        let none = VnetHdr::default();
+        let send = |port_no: u32| {
+            if let Some(p) = fib.local.get(&port_no) {
+                match p.io.send(&none, frame) {
+                    Ok(()) => p.counters.tx(frame.len(), now_ms()),
+                    Err(_) => {
+                        p.counters.tx_errors.fetch_add(1, Relaxed);
+                    }
+                }
+            } else if let (Some(t), Some(gre)) = (fib.tunnels.get(&port_no), self.dp.shared.gre.as_ref()) {
+                match gre.send(t.remote, &t.header, frame) {
+                    Ok(()) => t.counters.tx(frame.len(), now_ms()),
+                    Err(_) => {
+                        t.counters.tx_errors.fetch_add(1, Relaxed);
+                    }
+                }
+            } else {
+                self.dp.shared.counters.drop_no_port.fetch_add(1, Relaxed);
+            }
+        };
+        match target {
+            PacketOutTarget::Port(p) => send(p),
+            PacketOutTarget::Flood { vnet, in_port } => {
+                if let Some(set) = fib.flood.get(&vnet) {
+                    set.local.iter().filter(|p| Some(**p) != in_port).for_each(|p| send(*p));
+                }
+            }
+            PacketOutTarget::Table { vnet, in_port } => {
+                let v = decide(&fib, Ingress::Tunnel { port_no: in_port, vnet, is_static: false }, frame);
+                match v.action {
+                    Action::Output(p) => send(p),
+                    Action::Flood { vnet, except, .. } => {
+                        if let Some(set) = fib.flood.get(&vnet) {
+                            set.local.iter().filter(|p| **p != except).for_each(|p| send(*p));
+                        }
+                    }
+                    Action::Drop(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expire flows, report idle tunnels, drop ports whose interface vanished.
+    pub fn tick(&self) {
+        let now = now_ms();
+        let mut st = self.lock();
+        let expired = st.flows.expire(now);
+        let mut idle = Vec::new();
+        let mut busy = Vec::new();
+        for t in st.tunnels.values() {
+            if t.idle_timeout_s == 0 {
+                continue;
+            }
+            let idle_ms = now.saturating_sub(t.counters.last_used_ms.load(Relaxed));
+            if idle_ms >= t.idle_timeout_s as u64 * 1000 {
+                idle.push((t.port_no, t.remote, t.key, idle_ms));
+            } else {
+                busy.push(t.port_no);
+            }
+        }
+        for p in busy {
+            st.idle_reported.remove(&p);
+        }
+        idle.retain(|(p, ..)| st.idle_reported.insert(*p));
+        let vanished: Vec<u32> = st
+            .ports
+            .values()
+            .filter(|p| sys::ifindex(&p.name).map_or(true, |i| i != p.io.ifindex()))
+            .map(|p| p.port_no)
+            .collect();
+        for port_no in vanished {
+            warn!(port_no, "interface vanished");
+            self.remove_port_locked(&mut st, port_no, "interface vanished");
+        }
+        if !expired.is_empty() {
+            self.publish(&st);
+        }
+        drop(st);
+        for (flow, why) in expired {
+            let reason = match why {
+                ExpiryReason::Idle => FlowRemovedReason::IdleTimeout,
+                ExpiryReason::Hard => FlowRemovedReason::HardTimeout,
+            };
+            self.notify(Notify::FlowRemoved { flow, reason });
+        }
+        for (port_no, remote, key, idle_ms) in idle {
+            info!(port_no, %remote, key, idle_ms, "tunnel idle");
+            self.notify(Notify::TunnelIdle { port_no, remote, key, idle_ms });
+        }
+    }
+
+    pub fn handle_event(&self, ev: DpEvent) {
+        match ev {
+            DpEvent::PortFailed { port_no, error } => {
+                let mut st = self.lock();
+                let still_there = st.ports.get(&port_no).is_some_and(|p| sys::ifindex(&p.name).is_ok_and(|i| i == p.io.ifindex()));
+                if still_there {
+                    warn!(port_no, %error, "port receive failed but its interface exists; removing it anyway");
+                }
+                self.remove_port_locked(&mut st, port_no, "receive failed");
+            }
+        }
+    }
+
+    /// (frames looked up, frames that hit a flow) for OpenFlow table statistics.
+    pub fn lookup_counts(&self) -> (u64, u64) {
+        let st = self.lock();
+        let lookups = st.ports.values().map(|p| p.counters.rx_packets.load(Relaxed)).sum::<u64>()
+            + st.tunnels.values().map(|t| t.counters.rx_packets.load(Relaxed)).sum::<u64>();
+        let matched = st.flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum();
+        (lookups, matched)
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let st = self.lock();
+        serde_json::json!({
+            "dpid": format!("{:016x}", self.cfg.dpid),
+            "workers": self.dp.workers(),
+            "ports": st.ports.len(),
+            "tunnels": st.tunnels.len(),
+            "flows": st.flows.len(),
+            "controller_connected": self.dp.shared.controller_up.load(Relaxed),
+            "datapath": self.dp.shared.counters.snapshot(),
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! Decapsulation: from what a raw IPPROTO_GRE socket returns (the whole IPv4 packet) to the
+//! inner Ethernet frame and its key. Pure: no I/O, every malformed input is an error value.
+
+use cloudrack_wire::gre::{self, GreError, GrePacket, GreRepr};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum DecapError {
+    #[error("outer IPv4 header truncated or malformed")]
+    BadIpv4,
+    #[error("outer packet is not GRE")]
+    NotGre,
+    #[error(transparent)]
+    Gre(#[from] GreError),
+    #[error("GRE payload is protocol {0:#06x}, not Ethernet (0x6558)")]
+    NotEthernet(u16),
+    #[error("inner Ethernet frame shorter than 14 bytes")]
+    ShortInner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decapped {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// The GRE key; an unkeyed packet is key 0.
+    pub key: u32,
+    /// Where the inner Ethernet frame lies in the packet.
+    pub inner: Range<usize>,
+}
+
+/// Parse an IPv4 packet holding GRE with an Ethernet payload.
+pub fn decap(packet: &[u8]) -> Result<Decapped, DecapError> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return Err(DecapError::BadIpv4);
+    }
+    let ihl = (packet[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([packet[2], packet[3]]) as usize;
+    if ihl < 20 || total < ihl || total > packet.len() {
+        return Err(DecapError::BadIpv4);
+    }
+    if packet[9] as i32 != gre::IPPROTO_GRE {
+        return Err(DecapError::NotGre);
+    }
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    let gre_bytes = &packet[ihl..total];
+    let view = GrePacket::new_checked(gre_bytes)?;
+    let repr = GreRepr::parse(&view)?;
+    if repr.protocol != gre::PROTO_TEB {
+        return Err(DecapError::NotEthernet(repr.protocol));
+    }
+    let start = ihl + view.header_len();
+    if total - start < 14 {
+        return Err(DecapError::ShortInner);
+    }
+    Ok(Decapped { src, dst, key: repr.key.unwrap_or(0), inner: start..total })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn ipv4_gre(gre_and_payload: &[u8]) -> Vec<u8> {
+        let total = 20 + gre_and_payload.len();
+        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 47, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        p.extend_from_slice(gre_and_payload);
+        p
+    }
+
+    #[test]
+    fn decaps_keyed_ethernet() {
+        let mut g = vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 7];
+        g.extend_from_slice(&[0xaa; 60]);
+        let pkt = ipv4_gre(&g);
+        let d = decap(&pkt).unwrap();
+        assert_eq!(d.src, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(d.key, 7);
+        assert_eq!(d.inner, 28..88);
+    }
+
+    #[test]
+    fn unkeyed_is_key_zero() {
+        let mut g = vec![0, 0, 0x65, 0x58];
+        g.extend_from_slice(&[0xaa; 14]);
+        assert_eq!(decap(&ipv4_gre(&g)).unwrap().key, 0);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(decap(&[0x45, 0, 0]), Err(DecapError::BadIpv4));
+        let mut g = vec![0x20, 0, 0x08, 0x00, 0, 0, 0, 7];
+        g.extend_from_slice(&[0; 20]);
+        assert_eq!(decap(&ipv4_gre(&g)), Err(DecapError::NotEthernet(0x0800)));
+        assert_eq!(decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0])), Err(DecapError::Gre(GreError::Truncated { have: 6, need: 8 })));
+        assert_eq!(decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 1, 1, 2])), Err(DecapError::ShortInner));
+        let mut udp = ipv4_gre(&[0; 30]);
+        udp[9] = 17;
+        assert_eq!(decap(&udp), Err(DecapError::NotGre));
+        // Total length larger than what arrived.
+        let mut long = ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 1]);
+        long[3] = 200;
+        assert_eq!(decap(&long), Err(DecapError::BadIpv4));
+        for n in 0..40 {
+            let _ = decap(&ipv4_gre(&vec![0x20; n]));
+        }
+    }
+}

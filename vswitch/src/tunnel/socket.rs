@@ -1,0 +1,65 @@
+//! The raw IPPROTO_GRE socket. The kernel writes the outer IPv4 header (we do not set
+//! IP_HDRINCL) and routes it, so the underlay's ARP and routing serve us. On receive it hands
+//! us the whole IPv4 packet.
+//!
+//! Fragmentation, chosen deliberately: the socket uses IP_PMTUDISC_DONT, so an inner frame too
+//! large for the underlay MTU leaves as outer IPv4 fragments and arrives whole (the receiver's
+//! kernel reassembles before raw delivery) instead of failing with EMSGSIZE and vanishing.
+//! TCP super-frames are cut small enough to need no fragmentation in the first place.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+
+pub struct GreSocket {
+    sock: Socket,
+}
+
+impl GreSocket {
+    /// Open the socket, sending from `local` (the host's underlay address).
+    pub fn open(local: Ipv4Addr) -> io::Result<GreSocket> {
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(cloudrack_wire::gre::IPPROTO_GRE)))?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
+        let _ = sock.set_recv_buffer_size(8 << 20);
+        let _ = sock.set_send_buffer_size(8 << 20);
+        let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
+        // SAFETY: the value lives across the call and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                &dont as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(GreSocket { sock })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Send one GRE packet (header + inner frame) to `remote`, without copying them together.
+    pub fn send(&self, remote: Ipv4Addr, gre_header: &[u8], frame: &[u8]) -> io::Result<()> {
+        let to = SockAddr::from(SocketAddrV4::new(remote, 0));
+        self.sock.send_to_vectored(&[IoSlice::new(gre_header), IoSlice::new(frame)], &to)?;
+        Ok(())
+    }
+
+    /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
