@@ -26,6 +26,7 @@
 //! ```
 
 mod capture;
+mod cluster;
 mod logs;
 mod netns;
 mod ovs;
@@ -34,6 +35,7 @@ mod process;
 mod topology;
 mod util;
 
+pub use cluster::{mac_bytes, raw_send, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT};
 pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
 pub use logs::{
     current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file,

@@ -479,7 +479,9 @@ impl Switch {
         let vanished: Vec<u32> = st
             .ports
             .values()
-            .filter(|p| sys::ifindex(&p.name).map_or(true, |i| i != p.io.ifindex()))
+            // A switch-owned tap may be moved into another namespace (a VM's) and vanish from
+            // ours by name while alive; its own fd reports when it is really gone.
+            .filter(|p| p.kind == PortKind::System && sys::ifindex(&p.name).map_or(true, |i| i != p.io.ifindex()))
             .map(|p| p.port_no)
             .collect();
         for port_no in vanished {

@@ -635,7 +635,7 @@ mod tests {
     fn error_replies() {
         let request: Vec<u8> = [4, 14, 0, 100, 0, 0, 0, 42]
             .into_iter()
-            .chain(std::iter::repeat(0).take(92))
+            .chain(std::iter::repeat_n(0, 92))
             .collect();
         let e = Message::error_reply_to(&request, OFPET_BAD_MATCH, OFPBMC_BAD_FIELD);
         assert_eq!(e.xid, 42);

@@ -30,6 +30,7 @@ mod oxm;
 mod packet;
 mod port;
 mod reader;
+mod stats;
 mod writer;
 
 pub use action::*;
@@ -46,3 +47,4 @@ pub use multipart::*;
 pub use oxm::*;
 pub use packet::*;
 pub use port::*;
+pub use stats::*;

@@ -1,0 +1,465 @@
+//! The controller's application logic: one thread owns all state and handles every event in
+//! order (switch connected, message, disconnected, timer), so there are no locks and no races
+//! between a learning and a move. Sessions only frame bytes and forward messages here.
+
+use crate::commander::{Commander, Learned, Location, Mac};
+use crate::tccs::{Ensure, Tccs, TunnelPair};
+use cloudrack_wire::ofp::{self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm};
+use cloudrack_wire::tccs::TccsMsg;
+use crossbeam_channel::Sender;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+pub type ConnId = u64;
+
+#[derive(Debug)]
+pub enum Event {
+    Connected { conn: ConnId, tx: Sender<Message>, peer: std::net::SocketAddr },
+    Message { conn: ConnId, msg: Message },
+    Disconnected { conn: ConnId },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Tunnels idle this long are released on both ends.
+    pub tunnel_idle: Duration,
+    /// Idle timeout of forwarding entries towards remote hosts (0: none).
+    pub flow_idle_s: u16,
+}
+
+struct Conn {
+    tx: Sender<Message>,
+    dpid: Option<u64>,
+    peer: std::net::SocketAddr,
+}
+
+/// A move being re-pointed: done when every barrier came back.
+struct PendingMove {
+    vnet: u32,
+    mac: Mac,
+    started: Instant,
+    waiting: HashSet<(u64, u32)>,
+    switches: usize,
+}
+
+pub struct App {
+    cfg: Config,
+    conns: HashMap<ConnId, Conn>,
+    by_dpid: HashMap<u64, ConnId>,
+    pub tccs: Tccs,
+    pub commander: Commander,
+    moves: Vec<PendingMove>,
+    next_xid: u32,
+    /// Times of completed moves (ms), for the log and tests.
+    pub move_times_ms: Vec<f64>,
+}
+
+/// Priority of the forwarding entries we install.
+const FLOW_PRIORITY: u16 = 100;
+/// Cookie marking our flows (so a controller restart recognises them).
+const COOKIE: u64 = 0xc10d_0000_0000_0000;
+
+fn fmt_mac(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+fn is_multicast(m: &Mac) -> bool {
+    m[0] & 1 != 0
+}
+
+impl App {
+    pub fn new(cfg: Config) -> App {
+        App {
+            cfg,
+            conns: HashMap::new(),
+            by_dpid: HashMap::new(),
+            tccs: Tccs::default(),
+            commander: Commander::default(),
+            moves: Vec::new(),
+            next_xid: 1,
+            move_times_ms: Vec::new(),
+        }
+    }
+
+    fn xid(&mut self) -> u32 {
+        self.next_xid = self.next_xid.wrapping_add(1).max(1);
+        self.next_xid
+    }
+
+    /// Send to a switch by dpid; false if it is not connected.
+    fn send(&mut self, dpid: u64, body: Body) -> bool {
+        let xid = self.xid();
+        self.send_xid(dpid, xid, body)
+    }
+
+    fn send_xid(&self, dpid: u64, xid: u32, body: Body) -> bool {
+        let Some(conn) = self.by_dpid.get(&dpid).and_then(|c| self.conns.get(c)) else { return false };
+        if conn.tx.try_send(Message::new(xid, body)).is_err() {
+            warn!(dpid = format!("{dpid:016x}"), "switch is not reading; message dropped");
+            return false;
+        }
+        true
+    }
+
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Connected { conn, tx, peer } => {
+                debug!(conn, %peer, "switch connected");
+                let _ = tx.try_send(Message::new(0, Body::hello(&[ofp::OFP_VERSION])));
+                let _ = tx.try_send(Message::new(1, Body::FeaturesRequest));
+                self.conns.insert(conn, Conn { tx, dpid: None, peer });
+            }
+            Event::Disconnected { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    if let Some(dpid) = c.dpid {
+                        if self.by_dpid.get(&dpid) == Some(&conn) {
+                            self.by_dpid.remove(&dpid);
+                        }
+                        warn!(dpid = format!("{dpid:016x}"), peer = %c.peer, "switch disconnected; its installed flows keep forwarding");
+                    }
+                }
+            }
+            Event::Message { conn, msg } => self.message(conn, msg),
+        }
+    }
+
+    fn message(&mut self, conn: ConnId, msg: Message) {
+        let dpid = self.conns.get(&conn).and_then(|c| c.dpid);
+        match msg.body {
+            Body::FeaturesReply { datapath_id, .. } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.dpid = Some(datapath_id);
+                }
+                if let Some(old) = self.by_dpid.insert(datapath_id, conn) {
+                    if old != conn {
+                        warn!(dpid = format!("{datapath_id:016x}"), "switch reconnected; replacing its old connection");
+                    }
+                }
+                let config = ofp::SwitchConfig { flags: 0, miss_send_len: ofp::OFPCML_NO_BUFFER };
+                self.send(datapath_id, Body::SetConfig(config));
+            }
+            Body::Experimenter { .. } => match TccsMsg::from_body(&msg.body) {
+                Some(Ok(m)) => self.tccs_message(dpid, m),
+                Some(Err(e)) => warn!(error = %e, "bad TCCS message"),
+                None => debug!("unknown experimenter message"),
+            },
+            Body::PacketIn(pin) => {
+                if let Some(dpid) = dpid {
+                    self.packet_in(dpid, &pin);
+                }
+            }
+            Body::FlowRemoved(fr) => {
+                if let (Some(dpid), Some(mac)) = (dpid, fr.match_.eth_dst()) {
+                    let vnet = fr.match_.tunnel_id().unwrap_or(0) as u32;
+                    self.commander.removed_from(vnet, mac, dpid);
+                }
+            }
+            Body::PortStatus { reason, desc } => {
+                // A port going away keeps its MACs' last locations: when the VM shows up on
+                // another host (a migration's source tap often vanishes first), that is a move
+                // and every holder gets re-pointed; forgetting it would leave them stale.
+                if reason == ofp::OFPPR_DELETE {
+                    debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
+                }
+            }
+            Body::MultipartReply { body: MultipartReplyBody::Flow(stats), .. } => {
+                if let Some(dpid) = dpid {
+                    self.rebuild_from_flows(dpid, &stats);
+                }
+            }
+            Body::BarrierReply => {
+                if let Some(dpid) = dpid {
+                    self.barrier_reply(dpid, msg.xid);
+                }
+            }
+            Body::EchoRequest(data) => {
+                if let Some(dpid) = dpid {
+                    self.send_xid(dpid, msg.xid, Body::EchoReply(data));
+                }
+            }
+            Body::Error { typ, code, .. } => warn!(dpid = ?dpid.map(|d| format!("{d:016x}")), typ, code, xid = msg.xid, "switch reported an OpenFlow error"),
+            _ => {}
+        }
+    }
+
+    fn tccs_message(&mut self, dpid: Option<u64>, m: TccsMsg) {
+        match m {
+            TccsMsg::Register { dpid: reg, underlay_ip, underlay_mac } => {
+                if dpid.is_some_and(|d| d != reg) {
+                    warn!(features = ?dpid, register = reg, "register names another dpid than the features reply; ignored");
+                    return;
+                }
+                self.tccs.register(reg, underlay_ip, underlay_mac);
+                info!(dpid = format!("{reg:016x}"), %underlay_ip, "host registered");
+                // Rebuild what this switch already forwards (a restarted controller).
+                let req = ofp::FlowStatsRequest {
+                    table_id: ofp::OFPTT_ALL,
+                    out_port: ofp::OFPP_ANY,
+                    out_group: ofp::OFPG_ANY,
+                    cookie: 0,
+                    cookie_mask: 0,
+                    match_: Match::new(),
+                };
+                self.send(reg, Body::MultipartRequest { flags: 0, body: MultipartRequestBody::Flow(req) });
+            }
+            TccsMsg::TunnelReport { remote_dpid, remote_ip, key, port_no, is_static, .. } => {
+                let Some(dpid) = dpid else { return };
+                if is_static {
+                    self.tccs.static_ports.insert((dpid, port_no), key);
+                } else {
+                    let remote = if remote_dpid != 0 { Some(remote_dpid) } else { self.tccs.host_by_ip(remote_ip).map(|h| h.dpid) };
+                    if let Some(r) = remote {
+                        self.tccs.report(dpid, r, port_no, key);
+                    }
+                }
+            }
+            TccsMsg::TunnelIdle { port_no, idle_ms, .. } => {
+                let Some(dpid) = dpid else { return };
+                if let Some(t) = self.tccs.by_port(dpid, port_no) {
+                    info!(a = format!("{:016x}", t.a), b = format!("{:016x}", t.b), key = t.key, idle_ms, "releasing idle tunnel on both ends");
+                    self.release_tunnel(&t);
+                }
+            }
+            TccsMsg::PortVnet { .. } => {}
+            other => debug!(?other, "TCCS message not handled"),
+        }
+    }
+
+    fn release_tunnel(&mut self, t: &TunnelPair) {
+        for (dpid, port) in [(t.a, t.port_a), (t.b, t.port_b)] {
+            let other = if dpid == t.a { t.b } else { t.a };
+            let remote_ip = self.tccs.hosts.get(&other).map(|h| h.underlay_ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            self.send(dpid, TccsMsg::TunnelDel { remote_ip, key: t.key, port_no: port }.to_body());
+        }
+        self.tccs.remove(t);
+    }
+
+    /// Rebuild locations and holders from a switch's flow table.
+    fn rebuild_from_flows(&mut self, dpid: u64, stats: &[ofp::FlowStats]) {
+        for s in stats {
+            let Some(mac) = s.match_.eth_dst() else { continue };
+            let vnet = s.match_.tunnel_id().unwrap_or(0) as u32;
+            let out = s.instructions.iter().find_map(|i| match i {
+                Instruction::ApplyActions(a) => a.iter().find_map(|a| match a {
+                    Action::Output { port, .. } => Some(*port),
+                    _ => None,
+                }),
+                _ => None,
+            });
+            self.commander.installed_on(vnet, mac, dpid);
+            if let Some(port) = out {
+                if !self.tccs.is_tunnel_port(dpid, port) && port < crate::tccs::FIRST_TUNNEL_PORT {
+                    self.commander.learn_if_unknown(vnet, mac, Location { dpid, port });
+                }
+            }
+        }
+        debug!(dpid = format!("{dpid:016x}"), flows = stats.len(), "rebuilt from switch flows");
+    }
+
+    fn flow_add(&mut self, dpid: u64, vnet: u32, mac: Mac, out_port: u32, idle: u16) {
+        let fm = ofp::FlowMod {
+            cookie: COOKIE,
+            cookie_mask: 0,
+            table_id: 0,
+            command: ofp::OFPFC_ADD,
+            idle_timeout: idle,
+            hard_timeout: 0,
+            priority: FLOW_PRIORITY,
+            buffer_id: ofp::OFP_NO_BUFFER,
+            out_port: ofp::OFPP_ANY,
+            out_group: ofp::OFPG_ANY,
+            flags: ofp::OFPFF_SEND_FLOW_REM,
+            match_: Match::new().with(Oxm::TunnelId { id: vnet as u64, mask: None }).with(Oxm::EthDst { mac, mask: None }),
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
+        };
+        if self.send(dpid, Body::FlowMod(fm)) {
+            self.commander.installed_on(vnet, mac, dpid);
+        }
+    }
+
+    fn packet_out(&mut self, dpid: u64, vnet: u32, out: u32, data: &[u8]) {
+        let po = ofp::PacketOut {
+            buffer_id: ofp::OFP_NO_BUFFER,
+            in_port: ofp::OFPP_CONTROLLER,
+            actions: vec![Action::SetField(Oxm::TunnelId { id: vnet as u64, mask: None }), Action::output(out)],
+            data: data.to_vec(),
+        };
+        self.send(dpid, Body::PacketOut(po));
+    }
+
+    /// The port on `from` that leads to `to` for `vnet`, bringing the tunnel up if needed.
+    fn tunnel_port(&mut self, from: u64, to: u64, vnet: u32) -> Option<u32> {
+        let t = match self.tccs.ensure_tunnel(from, to, vnet)? {
+            Ensure::Exists(t) => t,
+            Ensure::Created(t) => {
+                let idle = self.cfg.tunnel_idle.as_secs().max(1) as u32;
+                for (end, port, other) in [(t.a, t.port_a, t.b), (t.b, t.port_b, t.a)] {
+                    let remote_ip = self.tccs.hosts[&other].underlay_ip;
+                    let msg = TccsMsg::TunnelAdd { remote_dpid: other, remote_ip, key: vnet, port_no: port, idle_timeout_s: idle };
+                    self.send(end, msg.to_body());
+                }
+                info!(a = format!("{:016x}", t.a), b = format!("{:016x}", t.b), key = vnet, "tunnel brought up");
+                t
+            }
+        };
+        t.port_on(from)
+    }
+
+    /// Where `dpid` should send frames for a MAC at `loc`.
+    fn route(&mut self, dpid: u64, vnet: u32, loc: Location) -> Option<u32> {
+        if loc.dpid == dpid {
+            Some(loc.port)
+        } else {
+            self.tunnel_port(dpid, loc.dpid, vnet)
+        }
+    }
+
+    fn packet_in(&mut self, dpid: u64, pin: &ofp::PacketIn) {
+        let Some(in_port) = pin.match_.in_port() else { return };
+        let vnet = pin.match_.tunnel_id().unwrap_or(0) as u32;
+        if pin.data.len() < 14 {
+            return;
+        }
+        let dst: Mac = pin.data[0..6].try_into().unwrap_or([0; 6]);
+        let src: Mac = pin.data[6..12].try_into().unwrap_or([0; 6]);
+        if self.tccs.is_tunnel_port(dpid, in_port) {
+            // Frames from controller-made tunnels teach nothing: their senders are known.
+            return;
+        }
+        if !is_multicast(&src) {
+            self.learn(dpid, in_port, vnet, src);
+        }
+        if is_multicast(&dst) {
+            self.relay_flood(dpid, vnet, &pin.data);
+            return;
+        }
+        match self.commander.locate(vnet, &dst) {
+            Some(loc) => {
+                if let Some(port) = self.route(dpid, vnet, loc) {
+                    self.flow_add(dpid, vnet, dst, port, self.idle_for(dpid, loc));
+                }
+                if loc.dpid != dpid {
+                    // The destination's host forwards to it, and sends replies back our way.
+                    self.flow_add(loc.dpid, vnet, dst, loc.port, 0);
+                    if let Some(back) = self.route(loc.dpid, vnet, Location { dpid, port: in_port }) {
+                        self.flow_add(loc.dpid, vnet, src, back, self.cfg.flow_idle_s);
+                    }
+                }
+                if !(loc.dpid == dpid && loc.port == in_port) {
+                    self.packet_out(loc.dpid, vnet, loc.port, &pin.data);
+                }
+            }
+            None => {
+                // Unknown destination: flood it in its network on every host; the answer
+                // teaches us where it is.
+                self.packet_out_flood(dpid, vnet, Some(in_port), &pin.data);
+                self.relay_flood(dpid, vnet, &pin.data);
+            }
+        }
+    }
+
+    fn idle_for(&self, dpid: u64, loc: Location) -> u16 {
+        if loc.dpid == dpid {
+            0
+        } else {
+            self.cfg.flow_idle_s
+        }
+    }
+
+    fn packet_out_flood(&mut self, dpid: u64, vnet: u32, in_port: Option<u32>, data: &[u8]) {
+        let po = ofp::PacketOut {
+            buffer_id: ofp::OFP_NO_BUFFER,
+            in_port: in_port.unwrap_or(ofp::OFPP_CONTROLLER),
+            actions: vec![Action::SetField(Oxm::TunnelId { id: vnet as u64, mask: None }), Action::output(ofp::OFPP_FLOOD)],
+            data: data.to_vec(),
+        };
+        self.send(dpid, Body::PacketOut(po));
+    }
+
+    /// Carry a broadcast to every other connected host; each floods it to its local ports only.
+    fn relay_flood(&mut self, origin: u64, vnet: u32, data: &[u8]) {
+        let others: Vec<u64> = self.by_dpid.keys().copied().filter(|d| *d != origin).collect();
+        for d in others {
+            self.packet_out_flood(d, vnet, None, data);
+        }
+    }
+
+    fn learn(&mut self, dpid: u64, port: u32, vnet: u32, mac: Mac) {
+        let at = Location { dpid, port };
+        let learned = self.commander.learn(vnet, mac, at);
+        match learned {
+            Learned::Same => {
+                // The switch asked again: its entry is missing (expired, or lost). Re-install.
+                self.flow_add(dpid, vnet, mac, port, 0);
+            }
+            Learned::New | Learned::PortChanged { .. } => {
+                debug!(dpid = format!("{dpid:016x}"), port, vnet, mac = fmt_mac(&mac), "learned");
+                self.flow_add(dpid, vnet, mac, port, 0);
+            }
+            Learned::Moved { from } => {
+                let started = Instant::now();
+                info!(vnet, mac = fmt_mac(&mac), from = format!("{:016x}", from.dpid), to = format!("{dpid:016x}"), "MAC moved; re-pointing");
+                self.flow_add(dpid, vnet, mac, port, 0);
+                // Every switch that forwards to it, the old host included (packets in flight
+                // there follow the VM).
+                let mut holders = self.commander.holders(vnet, &mac);
+                if !holders.contains(&from.dpid) {
+                    holders.push(from.dpid);
+                }
+                let mut waiting = HashSet::new();
+                for h in holders.into_iter().filter(|h| *h != dpid) {
+                    if let Some(p) = self.tunnel_port(h, dpid, vnet) {
+                        self.flow_add(h, vnet, mac, p, self.cfg.flow_idle_s);
+                        let xid = self.xid();
+                        if self.send_xid(h, xid, Body::BarrierRequest) {
+                            waiting.insert((h, xid));
+                        }
+                    }
+                }
+                let xid = self.xid();
+                if self.send_xid(dpid, xid, Body::BarrierRequest) {
+                    waiting.insert((dpid, xid));
+                }
+                let switches = waiting.len();
+                self.moves.push(PendingMove { vnet, mac, started, waiting, switches });
+            }
+        }
+    }
+
+    fn barrier_reply(&mut self, dpid: u64, xid: u32) {
+        let mut done = Vec::new();
+        for (i, m) in self.moves.iter_mut().enumerate() {
+            if m.waiting.remove(&(dpid, xid)) && m.waiting.is_empty() {
+                done.push(i);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let m = self.moves.remove(i);
+            let ms = m.started.elapsed().as_secs_f64() * 1000.0;
+            self.move_times_ms.push(ms);
+            info!(vnet = m.vnet, mac = fmt_mac(&m.mac), switches = m.switches, move_repointed_ms = format!("{ms:.3}"), "MAC move re-pointed on every switch");
+        }
+    }
+
+    /// Periodic work: forget moves whose switches never answered.
+    pub fn tick(&mut self) {
+        self.moves.retain(|m| {
+            let stale = m.started.elapsed() > Duration::from_secs(10);
+            if stale {
+                warn!(mac = fmt_mac(&m.mac), "move not confirmed by every switch within 10 s");
+            }
+            !stale
+        });
+    }
+
+    /// A summary for logs and the status command.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "switches_connected": self.by_dpid.len(),
+            "hosts": self.tccs.hosts.len(),
+            "tunnels": self.tccs.tunnels().count(),
+            "locations": self.commander.len(),
+        })
+    }
+}

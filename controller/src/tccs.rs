@@ -1,0 +1,194 @@
+//! TCCS, the Topology Central Control Service: which host (dpid) has which underlay address,
+//! and which GRE tunnels exist between hosts. Pure state; the app sends the messages.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// Tunnel port numbers the controller hands out (the switch numbers its local ports below and
+/// its static tunnels above this range).
+pub const FIRST_TUNNEL_PORT: u32 = 0x1_0000;
+pub const LAST_TUNNEL_PORT: u32 = 0x7fff_ffff;
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub dpid: u64,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_mac: [u8; 6],
+    next_tunnel_port: u32,
+}
+
+/// One tunnel between two hosts for one key: the port number on each end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelPair {
+    pub a: u64,
+    pub port_a: u32,
+    pub b: u64,
+    pub port_b: u32,
+    pub key: u32,
+}
+
+impl TunnelPair {
+    /// The port on `dpid`'s end.
+    pub fn port_on(&self, dpid: u64) -> Option<u32> {
+        if dpid == self.a {
+            Some(self.port_a)
+        } else if dpid == self.b {
+            Some(self.port_b)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Tccs {
+    pub hosts: HashMap<u64, Host>,
+    /// Keyed by (lower dpid, higher dpid, key).
+    tunnels: HashMap<(u64, u64, u32), TunnelPair>,
+    /// (dpid, port_no) -> tunnel key, to find a tunnel from one end's report.
+    by_port: HashMap<(u64, u32), (u64, u64, u32)>,
+    /// Static tunnels (configured by hand on a switch): (dpid, port_no) -> key.
+    pub static_ports: HashMap<(u64, u32), u32>,
+}
+
+fn norm(a: u64, b: u64, key: u32) -> (u64, u64, u32) {
+    if a <= b {
+        (a, b, key)
+    } else {
+        (b, a, key)
+    }
+}
+
+/// What `ensure_tunnel` decided.
+pub enum Ensure {
+    Exists(TunnelPair),
+    /// New: the caller must send TunnelAdd to both ends.
+    Created(TunnelPair),
+}
+
+impl Tccs {
+    pub fn register(&mut self, dpid: u64, underlay_ip: Ipv4Addr, underlay_mac: [u8; 6]) {
+        let next = self.hosts.get(&dpid).map_or(FIRST_TUNNEL_PORT, |h| h.next_tunnel_port);
+        self.hosts.insert(dpid, Host { dpid, underlay_ip, underlay_mac, next_tunnel_port: next });
+    }
+
+    pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
+        self.hosts.values().find(|h| h.underlay_ip == ip)
+    }
+
+    fn alloc_port(&mut self, dpid: u64) -> Option<u32> {
+        let used: Vec<u32> = self.by_port.keys().filter(|(d, _)| *d == dpid).map(|(_, p)| *p).collect();
+        let host = self.hosts.get_mut(&dpid)?;
+        let mut p = host.next_tunnel_port.max(FIRST_TUNNEL_PORT);
+        while used.contains(&p) {
+            p = if p >= LAST_TUNNEL_PORT { FIRST_TUNNEL_PORT } else { p + 1 };
+        }
+        host.next_tunnel_port = if p >= LAST_TUNNEL_PORT { FIRST_TUNNEL_PORT } else { p + 1 };
+        Some(p)
+    }
+
+    /// The tunnel between `a` and `b` for `key`, created if needed. `None` if either host is
+    /// not registered.
+    pub fn ensure_tunnel(&mut self, a: u64, b: u64, key: u32) -> Option<Ensure> {
+        let k = norm(a, b, key);
+        if let Some(t) = self.tunnels.get(&k) {
+            return Some(Ensure::Exists(*t));
+        }
+        if !self.hosts.contains_key(&a) || !self.hosts.contains_key(&b) || a == b {
+            return None;
+        }
+        let port_a = self.alloc_port(k.0)?;
+        let port_b = self.alloc_port(k.1)?;
+        let t = TunnelPair { a: k.0, port_a, b: k.1, port_b, key };
+        self.insert(t);
+        Some(Ensure::Created(t))
+    }
+
+    fn insert(&mut self, t: TunnelPair) {
+        let k = norm(t.a, t.b, t.key);
+        self.by_port.insert((t.a, t.port_a), k);
+        self.by_port.insert((t.b, t.port_b), k);
+        self.tunnels.insert(k, t);
+    }
+
+    /// A switch reported an existing tunnel (after a controller restart). Both ends report;
+    /// the pair is complete once both have.
+    pub fn report(&mut self, dpid: u64, remote_dpid: u64, port_no: u32, key: u32) {
+        let k = norm(dpid, remote_dpid, key);
+        let mut t = self.tunnels.get(&k).copied().unwrap_or(TunnelPair { a: k.0, port_a: 0, b: k.1, port_b: 0, key });
+        if dpid == t.a {
+            t.port_a = port_no;
+        } else {
+            t.port_b = port_no;
+        }
+        self.by_port.insert((dpid, port_no), k);
+        self.tunnels.insert(k, t);
+        if let Some(h) = self.hosts.get_mut(&dpid) {
+            h.next_tunnel_port = h.next_tunnel_port.max(port_no.saturating_add(1));
+        }
+    }
+
+    /// The tunnel whose end on `dpid` is `port_no`.
+    pub fn by_port(&self, dpid: u64, port_no: u32) -> Option<TunnelPair> {
+        self.by_port.get(&(dpid, port_no)).and_then(|k| self.tunnels.get(k)).copied()
+    }
+
+    pub fn is_tunnel_port(&self, dpid: u64, port_no: u32) -> bool {
+        self.by_port.contains_key(&(dpid, port_no))
+    }
+
+    /// Forget a tunnel (released as idle, or a host gone).
+    pub fn remove(&mut self, t: &TunnelPair) {
+        self.tunnels.remove(&norm(t.a, t.b, t.key));
+        self.by_port.remove(&(t.a, t.port_a));
+        self.by_port.remove(&(t.b, t.port_b));
+    }
+
+    pub fn tunnels(&self) -> impl Iterator<Item = &TunnelPair> {
+        self.tunnels.values()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn tccs() -> Tccs {
+        let mut t = Tccs::default();
+        t.register(1, Ipv4Addr::new(198, 18, 0, 1), [2, 0, 0, 0, 0, 1]);
+        t.register(2, Ipv4Addr::new(198, 18, 0, 2), [2, 0, 0, 0, 0, 2]);
+        t.register(3, Ipv4Addr::new(198, 18, 0, 3), [2, 0, 0, 0, 0, 3]);
+        t
+    }
+
+    #[test]
+    fn tunnels_are_created_once_with_distinct_ports() {
+        let mut t = tccs();
+        let Some(Ensure::Created(ab)) = t.ensure_tunnel(2, 1, 0) else { panic!() };
+        assert_eq!((ab.a, ab.b), (1, 2));
+        assert!(matches!(t.ensure_tunnel(1, 2, 0), Some(Ensure::Exists(x)) if x == ab));
+        let Some(Ensure::Created(ac)) = t.ensure_tunnel(1, 3, 0) else { panic!() };
+        assert_ne!(ac.port_a, ab.port_a, "host 1 has two tunnel ports");
+        let Some(Ensure::Created(ab5)) = t.ensure_tunnel(1, 2, 5) else { panic!() };
+        assert_ne!(ab5.port_a, ab.port_a, "another key is another tunnel");
+        assert_eq!(t.by_port(1, ac.port_a), Some(ac));
+        assert!(t.ensure_tunnel(1, 9, 0).is_none());
+        assert!(t.ensure_tunnel(1, 1, 0).is_none());
+        t.remove(&ab);
+        assert!(t.by_port(1, ab.port_a).is_none());
+        assert!(matches!(t.ensure_tunnel(1, 2, 0), Some(Ensure::Created(_))));
+    }
+
+    #[test]
+    fn reports_rebuild_the_registry() {
+        let mut t = tccs();
+        t.report(1, 2, 0x10005, 0);
+        t.report(2, 1, 0x10009, 0);
+        let pair = t.by_port(2, 0x10009).unwrap();
+        assert_eq!(pair.port_on(1), Some(0x10005));
+        assert_eq!(pair.port_on(2), Some(0x10009));
+        // New ports do not collide with reported ones.
+        let Some(Ensure::Created(n)) = t.ensure_tunnel(1, 3, 0) else { panic!() };
+        assert!(n.port_a > 0x10005);
+    }
+}

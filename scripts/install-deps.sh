@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what Cloud Rack's build, tests and demo need on a fresh Debian machine (as root):
+# iproute2/ethtool for namespaces, tcpdump/tshark for captures, Open vSwitch (userspace) and
+# its ovs-ofctl as the interoperability peer, iperf3 for the demo. Idempotent and quiet.
+set -euo pipefail
+need=()
+for pkg in iproute2 ethtool tcpdump tshark iperf3 openvswitch-switch openvswitch-common procps; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer no without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts the system Open vSwitch service on install; the tests run their own instances
+# inside namespaces and need nothing from it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet openvswitch-switch 2>/dev/null; then
+    systemctl stop openvswitch-switch || true
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust) is required: install it with rustup" >&2; exit 1; }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run every test: unit tests, wire-format tests against the captures, and the root
+# integration tests in network namespaces. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "the integration tests create network namespaces and need root: run as root (sudo $0)" >&2
+    exit 1
+fi
+scripts/install-deps.sh
+cargo build --release --workspace --locked
+# Integration tests each start a whole deployment; two at a time suits a 2-core machine.
+cargo test --release --workspace --locked -- --test-threads=2

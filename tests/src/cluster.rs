@@ -1,0 +1,256 @@
+//! A Cloud Rack deployment in namespaces: N hosts on a WAN, a controller (in host 0's
+//! namespace, reached over the WAN), a switch per host, and VMs attached both ways. Plus the
+//! traffic helpers the scenarios share: a verified TCP transfer and a gratuitous ARP.
+
+use crate::{bin_path, set_mac, add_addr, link_up, vm_ns, wait_until, HostNet, Netns, Proc, Vm};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const CONTROLLER_PORT: u16 = 6653;
+
+pub struct Cluster {
+    pub switches: Vec<Option<Proc>>,
+    pub controller: Option<Proc>,
+    pub controller_args: Vec<String>,
+    pub ctl_dir: crate::TempDir,
+    pub net: HostNet,
+}
+
+impl Cluster {
+    /// Hosts with a switch each and a controller with `controller_args` (e.g. --tunnel-idle).
+    pub fn start(n_hosts: usize, controller_args: &[&str]) -> Cluster {
+        let net = HostNet::new(n_hosts);
+        let ctl_dir = crate::scratch_dir("ctl");
+        let mut c = Cluster {
+            switches: Vec::new(),
+            controller: None,
+            controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+            ctl_dir,
+            net,
+        };
+        c.start_controller();
+        for i in 0..n_hosts {
+            let sw = c.spawn_switch(i, &[]);
+            c.switches.push(Some(sw));
+        }
+        for i in 0..n_hosts {
+            let path = c.ctl_path(i);
+            assert!(
+                wait_until(Duration::from_secs(10), Duration::from_millis(50), || path.exists()),
+                "switch {i} did not open its management socket"
+            );
+        }
+        c.wait_connected();
+        c
+    }
+
+    pub fn controller_addr(&self) -> String {
+        format!("tcp:{}:{}", self.net[0].underlay_ip, CONTROLLER_PORT)
+    }
+
+    pub fn start_controller(&mut self) {
+        let bin = bin_path("cloudrack-controller");
+        let listen = format!("0.0.0.0:{CONTROLLER_PORT}");
+        let mut argv = vec![bin.to_str().unwrap(), "--listen", listen.as_str()];
+        argv.extend(self.controller_args.iter().map(|s| s.as_str()));
+        let mut p = self.net[0].ns.spawn_named("controller", &argv);
+        p.expect_log("cloudrack-controller running", Duration::from_secs(10));
+        self.controller = Some(p);
+    }
+
+    pub fn ctl_path(&self, host: usize) -> PathBuf {
+        self.ctl_dir.path().join(format!("sw{host}.sock"))
+    }
+
+    /// Start host `i`'s switch with extra arguments.
+    pub fn spawn_switch(&self, i: usize, extra: &[&str]) -> Proc {
+        let bin = bin_path("cloudrack-switch");
+        let ctl = self.ctl_path(i);
+        let ip = self.net[i].underlay_ip.to_string();
+        let controller = self.controller_addr();
+        let mut argv = vec![
+            bin.to_str().unwrap(),
+            "--controller",
+            controller.as_str(),
+            "--underlay-ip",
+            ip.as_str(),
+            "--ctl",
+            ctl.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        let mut p = self.net[i].ns.spawn_named(&format!("switch{i}"), &argv);
+        p.expect_log("cloudrack-switch running", Duration::from_secs(10));
+        p
+    }
+
+    /// Wait until every switch says it is registered with the controller.
+    pub fn wait_connected(&self) {
+        for i in 0..self.net.len() {
+            let ok = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+                self.try_ctl_json(i, &["show"]).is_some_and(|v| v["controller_connected"] == true)
+            });
+            assert!(ok, "switch {i} did not connect to the controller");
+        }
+    }
+
+    /// Run cloudrack-ctl against host `i`'s switch; panics with its output on failure.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> String {
+        let bin = bin_path("cloudrack-ctl");
+        let ctl = self.ctl_path(i);
+        let mut argv = vec![bin.to_str().unwrap(), "--ctl", ctl.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        crate::run_cmd(&argv)
+    }
+
+    pub fn try_ctl_json(&self, i: usize, args: &[&str]) -> Option<serde_json::Value> {
+        let bin = bin_path("cloudrack-ctl");
+        let ctl = self.ctl_path(i);
+        let mut argv = vec![bin.to_str().unwrap(), "--ctl", ctl.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        argv.push("--json");
+        let out = crate::exec_cmd(&argv);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn ctl_json(&self, i: usize, args: &[&str]) -> serde_json::Value {
+        self.try_ctl_json(i, args).unwrap_or_else(|| panic!("cloudrack-ctl {args:?} on host {i} failed"))
+    }
+
+    /// A VM namespace attached to host `i` through a veth end as a `system` port.
+    pub fn vm_system(&self, i: usize, name: &str, mac: &str, ip_cidr: &str, vnet: u32) -> Vm {
+        let vm = vm_ns(&self.net[i], name, mac, ip_cidr);
+        let v = vnet.to_string();
+        self.ctl(i, &["add-port", &vm.host_if, "--kind", "system", "--vnet", &v]);
+        vm
+    }
+
+    /// A VM namespace whose NIC is a tap the switch created and that was moved into it.
+    pub fn vm_tap(&self, i: usize, name: &str, mac: &str, ip_cidr: &str, vnet: u32) -> (Netns, String) {
+        let ns = Netns::new(name);
+        let tap = format!("t{}", &ns.name()[ns.name().len().saturating_sub(8)..]).replace('-', "");
+        let v = vnet.to_string();
+        self.ctl(i, &["add-port", &tap, "--kind", "tap", "--vnet", &v]);
+        self.net[i].ns.run(&["ip", "link", "set", &tap, "netns", ns.name()]);
+        set_mac(&ns, &tap, mac);
+        add_addr(&ns, &tap, ip_cidr);
+        link_up(&ns, &tap);
+        (ns, tap)
+    }
+
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            c.signal(libc::SIGKILL);
+            c.wait_exit(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Deterministic test payload: byte i of the stream.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// Send `bytes` over TCP from namespace `src` to `dst_ip:port` where a receiver runs in `dst`;
+/// the receiver checks every byte. Returns the elapsed time. Panics on any mismatch.
+pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes: u64, timeout: Duration) -> Duration {
+    let listener = dst.enter(move || TcpListener::bind(SocketAddr::from((dst_ip, port))).expect("bind receiver"));
+    let receiver = std::thread::spawn(move || -> Result<u64, String> {
+        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout)).ok();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut off = 0u64;
+        loop {
+            let n = s.read(&mut buf).map_err(|e| format!("receive failed after {off} bytes: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                if *b != pattern(off + k as u64) {
+                    return Err(format!("byte {} corrupted", off + k as u64));
+                }
+            }
+            off += n as u64;
+        }
+        s.write_all(b"ok").ok();
+        Ok(off)
+    });
+    let started = Instant::now();
+    let sent = src.enter(move || -> Result<(), String> {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst_ip, port)), Duration::from_secs(10)).map_err(|e| format!("connect: {e}"))?;
+        s.set_write_timeout(Some(timeout)).ok();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut off = 0u64;
+        while off < bytes {
+            let n = (bytes - off).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(off + k as u64);
+            }
+            s.write_all(&buf[..n]).map_err(|e| format!("send failed after {off} bytes: {e}"))?;
+            off += n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write).ok();
+        let mut ack = [0u8; 2];
+        s.set_read_timeout(Some(timeout)).ok();
+        s.read_exact(&mut ack).map_err(|e| format!("no acknowledgement: {e}"))?;
+        Ok(())
+    });
+    let received = receiver.join().expect("receiver thread");
+    sent.unwrap_or_else(|e| panic!("TCP sender: {e}"));
+    let got = received.unwrap_or_else(|e| panic!("TCP receiver: {e}"));
+    assert_eq!(got, bytes, "receiver got {got} of {bytes} bytes");
+    started.elapsed()
+}
+
+/// Send one gratuitous ARP (request for our own IP, broadcast) from `ifname` in `ns`, as a VM
+/// announces itself after a move.
+pub fn send_garp(ns: &Netns, ifname: &str, mac: [u8; 6], ip: Ipv4Addr) {
+    let ifname = ifname.to_string();
+    ns.enter(move || {
+        let mut frame = Vec::with_capacity(42);
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&ip.octets());
+        frame.extend_from_slice(&[0; 6]);
+        frame.extend_from_slice(&ip.octets());
+        raw_send(&ifname, &frame);
+    });
+}
+
+/// Send one raw Ethernet frame out of `ifname` (in the current thread's namespace).
+pub fn raw_send(ifname: &str, frame: &[u8]) {
+    let c = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: plain libc calls with valid, live arguments; the fd is closed at the end.
+    unsafe {
+        let idx = libc::if_nametoindex(c.as_ptr());
+        assert!(idx != 0, "no interface {ifname}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        sll.sll_halen = 6;
+        let rc = libc::sendto(
+            fd,
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        libc::close(fd);
+        assert!(rc == frame.len() as isize, "raw send failed");
+    }
+}
+
+/// Parse "aa:bb:cc:dd:ee:ff".
+pub fn mac_bytes(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16).expect("mac")).collect();
+    v.try_into().expect("6 bytes")
+}
