@@ -4,7 +4,9 @@
 
 use crate::commander::{Commander, Learned, Location, Mac};
 use crate::tccs::{Ensure, Tccs, TunnelPair};
-use cloudrack_wire::ofp::{self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm};
+use cloudrack_wire::ofp::{
+    self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm,
+};
 use cloudrack_wire::tccs::TccsMsg;
 use crossbeam_channel::Sender;
 use std::collections::{HashMap, HashSet};
@@ -15,9 +17,18 @@ pub type ConnId = u64;
 
 #[derive(Debug)]
 pub enum Event {
-    Connected { conn: ConnId, tx: Sender<Message>, peer: std::net::SocketAddr },
-    Message { conn: ConnId, msg: Message },
-    Disconnected { conn: ConnId },
+    Connected {
+        conn: ConnId,
+        tx: Sender<Message>,
+        peer: std::net::SocketAddr,
+    },
+    Message {
+        conn: ConnId,
+        msg: Message,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,7 +72,10 @@ const FLOW_PRIORITY: u16 = 100;
 const COOKIE: u64 = 0xc10d_0000_0000_0000;
 
 fn fmt_mac(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 fn is_multicast(m: &Mac) -> bool {
@@ -94,7 +108,9 @@ impl App {
     }
 
     fn send_xid(&self, dpid: u64, xid: u32, body: Body) -> bool {
-        let Some(conn) = self.by_dpid.get(&dpid).and_then(|c| self.conns.get(c)) else { return false };
+        let Some(conn) = self.by_dpid.get(&dpid).and_then(|c| self.conns.get(c)) else {
+            return false;
+        };
         if conn.tx.try_send(Message::new(xid, body)).is_err() {
             warn!(dpid = format!("{dpid:016x}"), "switch is not reading; message dropped");
             return false;
@@ -133,10 +149,16 @@ impl App {
                 }
                 if let Some(old) = self.by_dpid.insert(datapath_id, conn) {
                     if old != conn {
-                        warn!(dpid = format!("{datapath_id:016x}"), "switch reconnected; replacing its old connection");
+                        warn!(
+                            dpid = format!("{datapath_id:016x}"),
+                            "switch reconnected; replacing its old connection"
+                        );
                     }
                 }
-                let config = ofp::SwitchConfig { flags: 0, miss_send_len: ofp::OFPCML_NO_BUFFER };
+                let config = ofp::SwitchConfig {
+                    flags: 0,
+                    miss_send_len: ofp::OFPCML_NO_BUFFER,
+                };
                 self.send(datapath_id, Body::SetConfig(config));
             }
             Body::Experimenter { .. } => match TccsMsg::from_body(&msg.body) {
@@ -155,15 +177,16 @@ impl App {
                     self.commander.removed_from(vnet, mac, dpid);
                 }
             }
-            Body::PortStatus { reason, desc } => {
-                // A port going away keeps its MACs' last locations: when the VM shows up on
-                // another host (a migration's source tap often vanishes first), that is a move
-                // and every holder gets re-pointed; forgetting it would leave them stale.
-                if reason == ofp::OFPPR_DELETE {
-                    debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
-                }
+            // A port going away keeps its MACs' last locations: when the VM shows up on another
+            // host (a migration's source tap often vanishes first), that is a move and every
+            // holder gets re-pointed; forgetting it would leave them stale.
+            Body::PortStatus { reason: ofp::OFPPR_DELETE, desc } => {
+                debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
-            Body::MultipartReply { body: MultipartReplyBody::Flow(stats), .. } => {
+            Body::MultipartReply {
+                body: MultipartReplyBody::Flow(stats),
+                ..
+            } => {
                 if let Some(dpid) = dpid {
                     self.rebuild_from_flows(dpid, &stats);
                 }
@@ -178,14 +201,20 @@ impl App {
                     self.send_xid(dpid, msg.xid, Body::EchoReply(data));
                 }
             }
-            Body::Error { typ, code, .. } => warn!(dpid = ?dpid.map(|d| format!("{d:016x}")), typ, code, xid = msg.xid, "switch reported an OpenFlow error"),
+            Body::Error { typ, code, .. } => {
+                warn!(dpid = ?dpid.map(|d| format!("{d:016x}")), typ, code, xid = msg.xid, "switch reported an OpenFlow error")
+            }
             _ => {}
         }
     }
 
     fn tccs_message(&mut self, dpid: Option<u64>, m: TccsMsg) {
         match m {
-            TccsMsg::Register { dpid: reg, underlay_ip, underlay_mac } => {
+            TccsMsg::Register {
+                dpid: reg,
+                underlay_ip,
+                underlay_mac,
+            } => {
                 if dpid.is_some_and(|d| d != reg) {
                     warn!(features = ?dpid, register = reg, "register names another dpid than the features reply; ignored");
                     return;
@@ -201,14 +230,31 @@ impl App {
                     cookie_mask: 0,
                     match_: Match::new(),
                 };
-                self.send(reg, Body::MultipartRequest { flags: 0, body: MultipartRequestBody::Flow(req) });
+                self.send(
+                    reg,
+                    Body::MultipartRequest {
+                        flags: 0,
+                        body: MultipartRequestBody::Flow(req),
+                    },
+                );
             }
-            TccsMsg::TunnelReport { remote_dpid, remote_ip, key, port_no, is_static, .. } => {
+            TccsMsg::TunnelReport {
+                remote_dpid,
+                remote_ip,
+                key,
+                port_no,
+                is_static,
+                ..
+            } => {
                 let Some(dpid) = dpid else { return };
                 if is_static {
                     self.tccs.static_ports.insert((dpid, port_no), key);
                 } else {
-                    let remote = if remote_dpid != 0 { Some(remote_dpid) } else { self.tccs.host_by_ip(remote_ip).map(|h| h.dpid) };
+                    let remote = if remote_dpid != 0 {
+                        Some(remote_dpid)
+                    } else {
+                        self.tccs.host_by_ip(remote_ip).map(|h| h.dpid)
+                    };
                     if let Some(r) = remote {
                         self.tccs.report(dpid, r, port_no, key);
                     }
@@ -217,7 +263,13 @@ impl App {
             TccsMsg::TunnelIdle { port_no, idle_ms, .. } => {
                 let Some(dpid) = dpid else { return };
                 if let Some(t) = self.tccs.by_port(dpid, port_no) {
-                    info!(a = format!("{:016x}", t.a), b = format!("{:016x}", t.b), key = t.key, idle_ms, "releasing idle tunnel on both ends");
+                    info!(
+                        a = format!("{:016x}", t.a),
+                        b = format!("{:016x}", t.b),
+                        key = t.key,
+                        idle_ms,
+                        "releasing idle tunnel on both ends"
+                    );
                     self.release_tunnel(&t);
                 }
             }
@@ -229,8 +281,21 @@ impl App {
     fn release_tunnel(&mut self, t: &TunnelPair) {
         for (dpid, port) in [(t.a, t.port_a), (t.b, t.port_b)] {
             let other = if dpid == t.a { t.b } else { t.a };
-            let remote_ip = self.tccs.hosts.get(&other).map(|h| h.underlay_ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-            self.send(dpid, TccsMsg::TunnelDel { remote_ip, key: t.key, port_no: port }.to_body());
+            let remote_ip = self
+                .tccs
+                .hosts
+                .get(&other)
+                .map(|h| h.underlay_ip)
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            self.send(
+                dpid,
+                TccsMsg::TunnelDel {
+                    remote_ip,
+                    key: t.key,
+                    port_no: port,
+                }
+                .to_body(),
+            );
         }
         self.tccs.remove(t);
     }
@@ -254,7 +319,11 @@ impl App {
                 }
             }
         }
-        debug!(dpid = format!("{dpid:016x}"), flows = stats.len(), "rebuilt from switch flows");
+        debug!(
+            dpid = format!("{dpid:016x}"),
+            flows = stats.len(),
+            "rebuilt from switch flows"
+        );
     }
 
     fn flow_add(&mut self, dpid: u64, vnet: u32, mac: Mac, out_port: u32, idle: u16) {
@@ -270,7 +339,12 @@ impl App {
             out_port: ofp::OFPP_ANY,
             out_group: ofp::OFPG_ANY,
             flags: ofp::OFPFF_SEND_FLOW_REM,
-            match_: Match::new().with(Oxm::TunnelId { id: vnet as u64, mask: None }).with(Oxm::EthDst { mac, mask: None }),
+            match_: Match::new()
+                .with(Oxm::TunnelId {
+                    id: vnet as u64,
+                    mask: None,
+                })
+                .with(Oxm::EthDst { mac, mask: None }),
             instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
         };
         if self.send(dpid, Body::FlowMod(fm)) {
@@ -282,7 +356,13 @@ impl App {
         let po = ofp::PacketOut {
             buffer_id: ofp::OFP_NO_BUFFER,
             in_port: ofp::OFPP_CONTROLLER,
-            actions: vec![Action::SetField(Oxm::TunnelId { id: vnet as u64, mask: None }), Action::output(out)],
+            actions: vec![
+                Action::SetField(Oxm::TunnelId {
+                    id: vnet as u64,
+                    mask: None,
+                }),
+                Action::output(out),
+            ],
             data: data.to_vec(),
         };
         self.send(dpid, Body::PacketOut(po));
@@ -296,10 +376,21 @@ impl App {
                 let idle = self.cfg.tunnel_idle.as_secs().max(1) as u32;
                 for (end, port, other) in [(t.a, t.port_a, t.b), (t.b, t.port_b, t.a)] {
                     let remote_ip = self.tccs.hosts[&other].underlay_ip;
-                    let msg = TccsMsg::TunnelAdd { remote_dpid: other, remote_ip, key: vnet, port_no: port, idle_timeout_s: idle };
+                    let msg = TccsMsg::TunnelAdd {
+                        remote_dpid: other,
+                        remote_ip,
+                        key: vnet,
+                        port_no: port,
+                        idle_timeout_s: idle,
+                    };
                     self.send(end, msg.to_body());
                 }
-                info!(a = format!("{:016x}", t.a), b = format!("{:016x}", t.b), key = vnet, "tunnel brought up");
+                info!(
+                    a = format!("{:016x}", t.a),
+                    b = format!("{:016x}", t.b),
+                    key = vnet,
+                    "tunnel brought up"
+                );
                 t
             }
         };
@@ -371,7 +462,13 @@ impl App {
         let po = ofp::PacketOut {
             buffer_id: ofp::OFP_NO_BUFFER,
             in_port: in_port.unwrap_or(ofp::OFPP_CONTROLLER),
-            actions: vec![Action::SetField(Oxm::TunnelId { id: vnet as u64, mask: None }), Action::output(ofp::OFPP_FLOOD)],
+            actions: vec![
+                Action::SetField(Oxm::TunnelId {
+                    id: vnet as u64,
+                    mask: None,
+                }),
+                Action::output(ofp::OFPP_FLOOD),
+            ],
             data: data.to_vec(),
         };
         self.send(dpid, Body::PacketOut(po));
@@ -394,12 +491,24 @@ impl App {
                 self.flow_add(dpid, vnet, mac, port, 0);
             }
             Learned::New | Learned::PortChanged { .. } => {
-                debug!(dpid = format!("{dpid:016x}"), port, vnet, mac = fmt_mac(&mac), "learned");
+                debug!(
+                    dpid = format!("{dpid:016x}"),
+                    port,
+                    vnet,
+                    mac = fmt_mac(&mac),
+                    "learned"
+                );
                 self.flow_add(dpid, vnet, mac, port, 0);
             }
             Learned::Moved { from } => {
                 let started = Instant::now();
-                info!(vnet, mac = fmt_mac(&mac), from = format!("{:016x}", from.dpid), to = format!("{dpid:016x}"), "MAC moved; re-pointing");
+                info!(
+                    vnet,
+                    mac = fmt_mac(&mac),
+                    from = format!("{:016x}", from.dpid),
+                    to = format!("{dpid:016x}"),
+                    "MAC moved; re-pointing"
+                );
                 self.flow_add(dpid, vnet, mac, port, 0);
                 // Every switch that forwards to it, the old host included (packets in flight
                 // there follow the VM).
@@ -422,7 +531,13 @@ impl App {
                     waiting.insert((dpid, xid));
                 }
                 let switches = waiting.len();
-                self.moves.push(PendingMove { vnet, mac, started, waiting, switches });
+                self.moves.push(PendingMove {
+                    vnet,
+                    mac,
+                    started,
+                    waiting,
+                    switches,
+                });
             }
         }
     }
@@ -438,7 +553,13 @@ impl App {
             let m = self.moves.remove(i);
             let ms = m.started.elapsed().as_secs_f64() * 1000.0;
             self.move_times_ms.push(ms);
-            info!(vnet = m.vnet, mac = fmt_mac(&m.mac), switches = m.switches, move_repointed_ms = format!("{ms:.3}"), "MAC move re-pointed on every switch");
+            info!(
+                vnet = m.vnet,
+                mac = fmt_mac(&m.mac),
+                switches = m.switches,
+                move_repointed_ms = format!("{ms:.3}"),
+                "MAC move re-pointed on every switch"
+            );
         }
     }
 
@@ -453,13 +574,27 @@ impl App {
         });
     }
 
-    /// A summary for logs and the status command.
+    /// A summary for the periodic status log.
     pub fn status(&self) -> serde_json::Value {
+        let mut hosts: Vec<serde_json::Value> = self
+            .tccs
+            .hosts
+            .values()
+            .map(|h| {
+                serde_json::json!({
+                    "dpid": format!("{:016x}", h.dpid),
+                    "underlay_ip": h.underlay_ip,
+                    "underlay_mac": fmt_mac(&h.underlay_mac),
+                    "connected": self.by_dpid.contains_key(&h.dpid),
+                })
+            })
+            .collect();
+        hosts.sort_by(|a, b| a["dpid"].as_str().cmp(&b["dpid"].as_str()));
         serde_json::json!({
-            "switches_connected": self.by_dpid.len(),
-            "hosts": self.tccs.hosts.len(),
+            "hosts": hosts,
             "tunnels": self.tccs.tunnels().count(),
             "locations": self.commander.len(),
+            "moves_completed": self.move_times_ms.len(),
         })
     }
 }

@@ -18,9 +18,13 @@ pub enum Learned {
     New,
     Same,
     /// Same host, another port.
-    PortChanged { from: Location },
+    PortChanged {
+        from: Location,
+    },
     /// Another host: a live migration (or a VM that was moved by hand).
-    Moved { from: Location },
+    Moved {
+        from: Location,
+    },
 }
 
 #[derive(Default)]
@@ -64,21 +68,17 @@ impl Commander {
 
     /// Switches holding an entry for the MAC.
     pub fn holders(&self, vnet: u32, mac: &Mac) -> Vec<u64> {
-        let mut v: Vec<u64> = self.installed.get(&(vnet, *mac)).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut v: Vec<u64> = self
+            .installed
+            .get(&(vnet, *mac))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
         v.sort_unstable();
         v
     }
 
-    pub fn locations(&self) -> impl Iterator<Item = (&(u32, Mac), &Location)> {
-        self.locations.iter()
-    }
-
     pub fn len(&self) -> usize {
         self.locations.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.locations.is_empty()
     }
 }
 

@@ -42,8 +42,12 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 60s, 500ms or 2m"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 500ms or 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -76,11 +80,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     let counters = Arc::new(server::Counters::default());
     {
         let c = counters.clone();
-        std::thread::Builder::new().name("accept".into()).spawn(move || server::serve(listener, tx, c))?;
+        std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || server::serve(listener, tx, c))?;
     }
-    let mut app = app::App::new(app::Config { tunnel_idle: args.tunnel_idle, flow_idle_s: args.flow_idle });
+    let mut app = app::App::new(app::Config {
+        tunnel_idle: args.tunnel_idle,
+        flow_idle_s: args.flow_idle,
+    });
     let tick = Duration::from_millis(500);
     let mut last = std::time::Instant::now();
+    let mut last_status = serde_json::Value::Null;
     loop {
         match rx.recv_timeout(tick) {
             Ok(ev) => app.handle(ev),
@@ -90,6 +100,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         if last.elapsed() >= tick {
             last = std::time::Instant::now();
             app.tick();
+            let status = app.status();
+            if status != last_status {
+                info!(status = %status, "controller state");
+                last_status = status;
+            }
         }
     }
 }

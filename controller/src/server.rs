@@ -47,9 +47,15 @@ fn connection(id: ConnId, stream: TcpStream, events: Sender<Event>, counters: Ar
     stream.set_read_timeout(Some(ECHO_INTERVAL))?;
     let (tx, rx) = bounded::<Message>(16_384);
     let writer = stream.try_clone()?;
-    let wt = std::thread::Builder::new().name(format!("conn-{id}-tx")).spawn(move || write_loop(writer, rx))?;
+    let wt = std::thread::Builder::new()
+        .name(format!("conn-{id}-tx"))
+        .spawn(move || write_loop(writer, rx))?;
     info!(conn = id, %peer, "switch connection");
-    let _ = events.send(Event::Connected { conn: id, tx: tx.clone(), peer });
+    let _ = events.send(Event::Connected {
+        conn: id,
+        tx: tx.clone(),
+        peer,
+    });
     let result = read_loop(id, stream, &tx, &events, &counters);
     let _ = events.send(Event::Disconnected { conn: id });
     drop(tx);
@@ -57,7 +63,13 @@ fn connection(id: ConnId, stream: TcpStream, events: Sender<Event>, counters: Ar
     result
 }
 
-fn read_loop(id: ConnId, stream: TcpStream, tx: &Sender<Message>, events: &Sender<Event>, counters: &Counters) -> std::io::Result<()> {
+fn read_loop(
+    id: ConnId,
+    stream: TcpStream,
+    tx: &Sender<Message>,
+    events: &Sender<Event>,
+    counters: &Counters,
+) -> std::io::Result<()> {
     let mut reader = MsgReader::new(stream);
     let mut missed = 0;
     loop {
@@ -73,7 +85,10 @@ fn read_loop(id: ConnId, stream: TcpStream, tx: &Sender<Message>, events: &Sende
                     Body::Hello { version, ref elements } => {
                         if ofp::negotiate_version(version, elements, &[ofp::OFP_VERSION]).is_none() {
                             warn!(conn = id, version, "switch does not speak OpenFlow 1.3; closing");
-                            let _ = tx.try_send(Message::new(msg.xid, Body::error_reply(ofp::OFPET_HELLO_FAILED, ofp::OFPHFC_INCOMPATIBLE, &msg.encode())));
+                            let _ = tx.try_send(Message::new(
+                                msg.xid,
+                                Body::error_reply(ofp::OFPET_HELLO_FAILED, ofp::OFPHFC_INCOMPATIBLE, &msg.encode()),
+                            ));
                             return Ok(());
                         }
                     }
@@ -88,7 +103,10 @@ fn read_loop(id: ConnId, stream: TcpStream, tx: &Sender<Message>, events: &Sende
                 counters.malformed.fetch_add(1, Relaxed);
                 warn!(conn = id, %error, "malformed OpenFlow message from switch");
                 let xid = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-                let _ = tx.try_send(Message::new(xid, Body::error_reply(ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN, &raw)));
+                let _ = tx.try_send(Message::new(
+                    xid,
+                    Body::error_reply(ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN, &raw),
+                ));
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 missed += 1;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Tunnel port numbers the controller hands out (the switch numbers its local ports below and
-/// its static tunnels above this range).
-pub const FIRST_TUNNEL_PORT: u32 = 0x1_0000;
-pub const LAST_TUNNEL_PORT: u32 = 0x7fff_ffff;
+/// its static tunnels above this range; all stay below 0xff00, which ovs-ofctl requires).
+pub const FIRST_TUNNEL_PORT: u32 = 0x4000;
+pub const LAST_TUNNEL_PORT: u32 = 0xdfff;
 
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -69,7 +69,15 @@ pub enum Ensure {
 impl Tccs {
     pub fn register(&mut self, dpid: u64, underlay_ip: Ipv4Addr, underlay_mac: [u8; 6]) {
         let next = self.hosts.get(&dpid).map_or(FIRST_TUNNEL_PORT, |h| h.next_tunnel_port);
-        self.hosts.insert(dpid, Host { dpid, underlay_ip, underlay_mac, next_tunnel_port: next });
+        self.hosts.insert(
+            dpid,
+            Host {
+                dpid,
+                underlay_ip,
+                underlay_mac,
+                next_tunnel_port: next,
+            },
+        );
     }
 
     pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
@@ -77,13 +85,26 @@ impl Tccs {
     }
 
     fn alloc_port(&mut self, dpid: u64) -> Option<u32> {
-        let used: Vec<u32> = self.by_port.keys().filter(|(d, _)| *d == dpid).map(|(_, p)| *p).collect();
+        let used: Vec<u32> = self
+            .by_port
+            .keys()
+            .filter(|(d, _)| *d == dpid)
+            .map(|(_, p)| *p)
+            .collect();
         let host = self.hosts.get_mut(&dpid)?;
         let mut p = host.next_tunnel_port.max(FIRST_TUNNEL_PORT);
         while used.contains(&p) {
-            p = if p >= LAST_TUNNEL_PORT { FIRST_TUNNEL_PORT } else { p + 1 };
+            p = if p >= LAST_TUNNEL_PORT {
+                FIRST_TUNNEL_PORT
+            } else {
+                p + 1
+            };
         }
-        host.next_tunnel_port = if p >= LAST_TUNNEL_PORT { FIRST_TUNNEL_PORT } else { p + 1 };
+        host.next_tunnel_port = if p >= LAST_TUNNEL_PORT {
+            FIRST_TUNNEL_PORT
+        } else {
+            p + 1
+        };
         Some(p)
     }
 
@@ -99,7 +120,13 @@ impl Tccs {
         }
         let port_a = self.alloc_port(k.0)?;
         let port_b = self.alloc_port(k.1)?;
-        let t = TunnelPair { a: k.0, port_a, b: k.1, port_b, key };
+        let t = TunnelPair {
+            a: k.0,
+            port_a,
+            b: k.1,
+            port_b,
+            key,
+        };
         self.insert(t);
         Some(Ensure::Created(t))
     }
@@ -115,7 +142,13 @@ impl Tccs {
     /// the pair is complete once both have.
     pub fn report(&mut self, dpid: u64, remote_dpid: u64, port_no: u32, key: u32) {
         let k = norm(dpid, remote_dpid, key);
-        let mut t = self.tunnels.get(&k).copied().unwrap_or(TunnelPair { a: k.0, port_a: 0, b: k.1, port_b: 0, key });
+        let mut t = self.tunnels.get(&k).copied().unwrap_or(TunnelPair {
+            a: k.0,
+            port_a: 0,
+            b: k.1,
+            port_b: 0,
+            key,
+        });
         if dpid == t.a {
             t.port_a = port_no;
         } else {
@@ -130,7 +163,10 @@ impl Tccs {
 
     /// The tunnel whose end on `dpid` is `port_no`.
     pub fn by_port(&self, dpid: u64, port_no: u32) -> Option<TunnelPair> {
-        self.by_port.get(&(dpid, port_no)).and_then(|k| self.tunnels.get(k)).copied()
+        self.by_port
+            .get(&(dpid, port_no))
+            .and_then(|k| self.tunnels.get(k))
+            .copied()
     }
 
     pub fn is_tunnel_port(&self, dpid: u64, port_no: u32) -> bool {
@@ -164,12 +200,18 @@ mod test {
     #[test]
     fn tunnels_are_created_once_with_distinct_ports() {
         let mut t = tccs();
-        let Some(Ensure::Created(ab)) = t.ensure_tunnel(2, 1, 0) else { panic!() };
+        let Some(Ensure::Created(ab)) = t.ensure_tunnel(2, 1, 0) else {
+            panic!()
+        };
         assert_eq!((ab.a, ab.b), (1, 2));
         assert!(matches!(t.ensure_tunnel(1, 2, 0), Some(Ensure::Exists(x)) if x == ab));
-        let Some(Ensure::Created(ac)) = t.ensure_tunnel(1, 3, 0) else { panic!() };
+        let Some(Ensure::Created(ac)) = t.ensure_tunnel(1, 3, 0) else {
+            panic!()
+        };
         assert_ne!(ac.port_a, ab.port_a, "host 1 has two tunnel ports");
-        let Some(Ensure::Created(ab5)) = t.ensure_tunnel(1, 2, 5) else { panic!() };
+        let Some(Ensure::Created(ab5)) = t.ensure_tunnel(1, 2, 5) else {
+            panic!()
+        };
         assert_ne!(ab5.port_a, ab.port_a, "another key is another tunnel");
         assert_eq!(t.by_port(1, ac.port_a), Some(ac));
         assert!(t.ensure_tunnel(1, 9, 0).is_none());
@@ -182,13 +224,15 @@ mod test {
     #[test]
     fn reports_rebuild_the_registry() {
         let mut t = tccs();
-        t.report(1, 2, 0x10005, 0);
-        t.report(2, 1, 0x10009, 0);
-        let pair = t.by_port(2, 0x10009).unwrap();
-        assert_eq!(pair.port_on(1), Some(0x10005));
-        assert_eq!(pair.port_on(2), Some(0x10009));
+        t.report(1, 2, 0x4005, 0);
+        t.report(2, 1, 0x4009, 0);
+        let pair = t.by_port(2, 0x4009).unwrap();
+        assert_eq!(pair.port_on(1), Some(0x4005));
+        assert_eq!(pair.port_on(2), Some(0x4009));
         // New ports do not collide with reported ones.
-        let Some(Ensure::Created(n)) = t.ensure_tunnel(1, 3, 0) else { panic!() };
-        assert!(n.port_a > 0x10005);
+        let Some(Ensure::Created(n)) = t.ensure_tunnel(1, 3, 0) else {
+            panic!()
+        };
+        assert!(n.port_a > 0x4005);
     }
 }

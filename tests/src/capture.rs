@@ -24,11 +24,9 @@ impl Capture {
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Capture {
         require_tool("tcpdump");
         let dir = scratch_dir("capture");
-        let file = dir.path().join(format!(
-            "{}-{}.pcap",
-            sanitize_name(ns.name()),
-            sanitize_name(ifname)
-        ));
+        let file = dir
+            .path()
+            .join(format!("{}-{}.pcap", sanitize_name(ns.name()), sanitize_name(ifname)));
         let file_s = file.to_string_lossy().into_owned();
         // -Z root: Debian's tcpdump otherwise drops to user `tcpdump`, which
         // cannot write into our root-owned directory. --immediate-mode and

@@ -2,7 +2,7 @@
 //! namespace, reached over the WAN), a switch per host, and VMs attached both ways. Plus the
 //! traffic helpers the scenarios share: a verified TCP transfer and a gratuitous ARP.
 
-use crate::{bin_path, set_mac, add_addr, link_up, vm_ns, wait_until, HostNet, Netns, Proc, Vm};
+use crate::{add_addr, bin_path, link_up, set_mac, vm_ns, wait_until, HostNet, Netns, Proc, Vm};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -21,6 +21,12 @@ pub struct Cluster {
 impl Cluster {
     /// Hosts with a switch each and a controller with `controller_args` (e.g. --tunnel-idle).
     pub fn start(n_hosts: usize, controller_args: &[&str]) -> Cluster {
+        Cluster::start_with(n_hosts, n_hosts, controller_args, &[])
+    }
+
+    /// `n_hosts` hosts, of which the first `n_switches` run a Cloud Rack switch (started with
+    /// `switch_args`); the others are left for peers such as Open vSwitch.
+    pub fn start_with(n_hosts: usize, n_switches: usize, controller_args: &[&str], switch_args: &[&str]) -> Cluster {
         let net = HostNet::new(n_hosts);
         let ctl_dir = crate::scratch_dir("ctl");
         let mut c = Cluster {
@@ -31,11 +37,11 @@ impl Cluster {
             net,
         };
         c.start_controller();
-        for i in 0..n_hosts {
-            let sw = c.spawn_switch(i, &[]);
+        for i in 0..n_switches {
+            let sw = c.spawn_switch(i, switch_args);
             c.switches.push(Some(sw));
         }
-        for i in 0..n_hosts {
+        for i in 0..n_switches {
             let path = c.ctl_path(i);
             assert!(
                 wait_until(Duration::from_secs(10), Duration::from_millis(50), || path.exists()),
@@ -87,9 +93,10 @@ impl Cluster {
 
     /// Wait until every switch says it is registered with the controller.
     pub fn wait_connected(&self) {
-        for i in 0..self.net.len() {
+        for i in 0..self.switches.len() {
             let ok = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-                self.try_ctl_json(i, &["show"]).is_some_and(|v| v["controller_connected"] == true)
+                self.try_ctl_json(i, &["show"])
+                    .is_some_and(|v| v["controller_connected"] == true)
             });
             assert!(ok, "switch {i} did not connect to the controller");
         }
@@ -118,7 +125,8 @@ impl Cluster {
     }
 
     pub fn ctl_json(&self, i: usize, args: &[&str]) -> serde_json::Value {
-        self.try_ctl_json(i, args).unwrap_or_else(|| panic!("cloudrack-ctl {args:?} on host {i} failed"))
+        self.try_ctl_json(i, args)
+            .unwrap_or_else(|| panic!("cloudrack-ctl {args:?} on host {i} failed"))
     }
 
     /// A VM namespace attached to host `i` through a veth end as a `system` port.
@@ -165,7 +173,9 @@ pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes
         let mut buf = vec![0u8; 256 * 1024];
         let mut off = 0u64;
         loop {
-            let n = s.read(&mut buf).map_err(|e| format!("receive failed after {off} bytes: {e}"))?;
+            let n = s
+                .read(&mut buf)
+                .map_err(|e| format!("receive failed after {off} bytes: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -181,7 +191,8 @@ pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes
     });
     let started = Instant::now();
     let sent = src.enter(move || -> Result<(), String> {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst_ip, port)), Duration::from_secs(10)).map_err(|e| format!("connect: {e}"))?;
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst_ip, port)), Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?;
         s.set_write_timeout(Some(timeout)).ok();
         let mut buf = vec![0u8; 256 * 1024];
         let mut off = 0u64;
@@ -190,7 +201,8 @@ pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes
             for (k, b) in buf[..n].iter_mut().enumerate() {
                 *b = pattern(off + k as u64);
             }
-            s.write_all(&buf[..n]).map_err(|e| format!("send failed after {off} bytes: {e}"))?;
+            s.write_all(&buf[..n])
+                .map_err(|e| format!("send failed after {off} bytes: {e}"))?;
             off += n as u64;
         }
         s.shutdown(std::net::Shutdown::Write).ok();

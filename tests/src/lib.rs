@@ -35,22 +35,21 @@ mod process;
 mod topology;
 mod util;
 
-pub use cluster::{mac_bytes, raw_send, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT};
 pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
+pub use cluster::{mac_bytes, raw_send, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT};
 pub use logs::{
-    current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file,
-    test_logs_active, TempDir, TestLogs, LOG_TAIL_LINES,
+    current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file, test_logs_active,
+    TempDir, TestLogs, LOG_TAIL_LINES,
 };
 pub use netns::{
-    add_addr, get_mac, link_names, link_up, netns_list, root_link_names, set_mac, set_mtu,
-    veth_into, Netns, NETNS_RUN_DIR,
+    add_addr, get_mac, link_names, link_up, netns_list, root_link_names, set_mac, set_mtu, veth_into, Netns,
+    NETNS_RUN_DIR,
 };
 pub use ovs::{OvsHost, OVS_SCHEMA, OVS_UNDERLAY_BRIDGE};
 pub use ping::{ping, ping_stats, PingStats, PING_INTERVAL};
 pub use process::{Proc, TERM_GRACE};
 pub use topology::{vm_ns, Host, HostNet, Vm, Wan, WAN_IF};
 pub use util::{
-    base36, bin_path, checked_output, command, describe_failure, exec_cmd, find_tool, output_of,
-    render_argv, require_root, require_tool, run_cmd, sanitize_name, unique_tag, wait_until,
-    workspace_dir,
+    base36, bin_path, checked_output, command, describe_failure, exec_cmd, find_tool, output_of, render_argv,
+    require_root, require_tool, run_cmd, sanitize_name, unique_tag, wait_until, workspace_dir,
 };

@@ -46,10 +46,7 @@ impl TempDir {
                 Err(e) => panic!("cannot create {}: {e}", path.display()),
             }
         }
-        panic!(
-            "cannot find a free directory name under {}",
-            parent.display()
-        );
+        panic!("cannot find a free directory name under {}", parent.display());
     }
 
     /// The directory.
@@ -83,10 +80,7 @@ thread_local! {
 }
 
 fn active() -> Option<Arc<Registry>> {
-    ACTIVE
-        .try_with(|a| a.borrow().last().cloned())
-        .ok()
-        .flatten()
+    ACTIVE.try_with(|a| a.borrow().last().cloned()).ok().flatten()
 }
 
 /// A scratch directory for logs, captures and daemons' run directories.
@@ -215,11 +209,7 @@ impl TestLogs {
 
     /// The registered logs as `(label, path)`.
     pub fn logs(&self) -> Vec<(String, PathBuf)> {
-        self.reg
-            .logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reg.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Prints the last `lines` lines of every registered log.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::process::Proc;
 use crate::util::{
-    checked_output, command, describe_failure, exec_quiet, output_of, render_argv, require_root,
-    require_tool, sanitize_name, unique_tag, wait_until,
+    checked_output, command, describe_failure, exec_quiet, output_of, render_argv, require_root, require_tool,
+    sanitize_name, unique_tag, wait_until,
 };
 
 /// Where `ip netns` keeps its namespace handles.
@@ -134,10 +134,7 @@ impl Netns {
                 // network namespace of this (new, scoped) thread.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    panic!(
-                        "setns into {path} failed: {}",
-                        std::io::Error::last_os_error()
-                    );
+                    panic!("setns into {path} failed: {}", std::io::Error::last_os_error());
                 }
                 f()
             });
@@ -181,10 +178,7 @@ impl Drop for Netns {
                 "cloudrack-tests: warning: {}",
                 describe_failure(&format!("ip netns del {}", self.name), &o)
             ),
-            None => eprintln!(
-                "cloudrack-tests: warning: cannot run `ip netns del {}`",
-                self.name
-            ),
+            None => eprintln!("cloudrack-tests: warning: cannot run `ip netns del {}`", self.name),
         }
     }
 }

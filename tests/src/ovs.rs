@@ -56,20 +56,13 @@ impl OvsHost {
         set_ovs_env(&mut c, &dir);
         let mut ovsdb = Proc::start(&format!("ovsdb-server@{}", ns.name()), c);
         let sock = dir.join("db.sock");
-        if !wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-            sock.exists()
-        }) {
+        if !wait_until(Duration::from_secs(10), Duration::from_millis(20), || sock.exists()) {
             ovsdb.assert_running();
             panic!("ovsdb-server did not create {}", sock.display());
         }
         register_log(&format!("ovsdb.log@{}", ns.name()), &dir.join("ovsdb.log"));
 
-        let mut c = command(&[
-            "ovs-vsctl",
-            &format!("--db=unix:{d}/db.sock"),
-            "--no-wait",
-            "init",
-        ]);
+        let mut c = command(&["ovs-vsctl", &format!("--db=unix:{d}/db.sock"), "--no-wait", "init"]);
         set_ovs_env(&mut c, &dir);
         checked_output(&mut c);
 
@@ -84,16 +77,11 @@ impl OvsHost {
         set_ovs_env(&mut c, &dir);
         let mut vswitchd = Proc::start(&format!("ovs-vswitchd@{}", ns.name()), c);
         let ctl = dir.join("vswitchd.ctl");
-        if !wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            ctl.exists()
-        }) {
+        if !wait_until(Duration::from_secs(15), Duration::from_millis(20), || ctl.exists()) {
             vswitchd.assert_running();
             panic!("ovs-vswitchd did not create {}", ctl.display());
         }
-        register_log(
-            &format!("vswitchd.log@{}", ns.name()),
-            &dir.join("vswitchd.log"),
-        );
+        register_log(&format!("vswitchd.log@{}", ns.name()), &dir.join("vswitchd.log"));
         let host = OvsHost {
             vswitchd,
             ovsdb,

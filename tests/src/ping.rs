@@ -83,10 +83,7 @@ fn ping_here(dst: Ipv4Addr, id: u16, count: u32, timeout: Duration) -> PingStats
     // SAFETY: plain socket(2) call.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
     if raw < 0 {
-        panic!(
-            "ping: cannot open raw ICMP socket: {}",
-            std::io::Error::last_os_error()
-        );
+        panic!("ping: cannot open raw ICMP socket: {}", std::io::Error::last_os_error());
     }
     let fd = Fd(raw);
     let addr = libc::sockaddr_in {
@@ -98,10 +95,7 @@ fn ping_here(dst: Ipv4Addr, id: u16, count: u32, timeout: Duration) -> PingStats
         sin_zero: [0; 8],
     };
     let deadline = Instant::now() + timeout;
-    let mut stats = PingStats {
-        sent: 0,
-        received: 0,
-    };
+    let mut stats = PingStats { sent: 0, received: 0 };
     let mut got: HashSet<u16> = HashSet::new();
     let mut next_send = Instant::now();
     let mut buf = [0u8; 2048];
@@ -126,9 +120,7 @@ fn ping_here(dst: Ipv4Addr, id: u16, count: u32, timeout: Duration) -> PingStats
             stats.sent += 1;
             next_send = now + PING_INTERVAL;
         }
-        let wait = next_send
-            .min(deadline)
-            .saturating_duration_since(Instant::now());
+        let wait = next_send.min(deadline).saturating_duration_since(Instant::now());
         let mut pfd = libc::pollfd {
             fd: fd.0,
             events: libc::POLLIN,

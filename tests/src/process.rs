@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::logs::{
-    current_test_dir, print_log_tail, register_log, scratch_dir, test_logs_active, TempDir,
-};
+use crate::logs::{current_test_dir, print_log_tail, register_log, scratch_dir, test_logs_active, TempDir};
 use crate::logs::{tail_file, LOG_TAIL_LINES};
 use crate::util::{sanitize_name, unique_tag};
 
@@ -43,11 +41,8 @@ impl Proc {
             }
         };
         let log = parent.join(format!("{}-{}.log", sanitize_name(name), unique_tag()));
-        let file = File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create log {}: {e}", log.display()));
-        let file2 = file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
+        let file = File::create(&log).unwrap_or_else(|e| panic!("cannot create log {}: {e}", log.display()));
+        let file2 = file.try_clone().unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(file2));
@@ -208,11 +203,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() && !test_logs_active() {
-            print_log_tail(
-                &format!("process `{}`", self.name),
-                &self.log,
-                LOG_TAIL_LINES,
-            );
+            print_log_tail(&format!("process `{}`", self.name), &self.log, LOG_TAIL_LINES);
         }
     }
 }

@@ -101,10 +101,7 @@ impl HostNet {
     }
 
     fn build(n_hosts: usize, mtu: Option<u32>) -> HostNet {
-        assert!(
-            (1..=250).contains(&n_hosts),
-            "HostNet supports 1..=250 hosts"
-        );
+        assert!((1..=250).contains(&n_hosts), "HostNet supports 1..=250 hosts");
         let wan = Wan::new();
         let mut hosts = Vec::with_capacity(n_hosts);
         for i in 0..n_hosts {

@@ -73,8 +73,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 fn tool_cache() -> &'static Mutex<HashMap<String, Option<PathBuf>>> {
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> =
-        std::sync::OnceLock::new();
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -103,10 +102,7 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     ] {
         dirs.push(PathBuf::from(d));
     }
-    let found = dirs
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p));
+    let found = dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p));
     cache.insert(name.to_string(), found.clone());
     found
 }
@@ -200,11 +196,7 @@ pub fn run_cmd(argv: &[&str]) -> String {
 /// `None` if the program could not be started.
 pub(crate) fn exec_quiet(argv: &[&str]) -> Option<Output> {
     let prog = find_tool(argv[0])?;
-    Command::new(prog)
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .ok()
+    Command::new(prog).args(&argv[1..]).stdin(Stdio::null()).output().ok()
 }
 
 /// Calls `f` every `interval` until it returns true (→ `true`) or `timeout`

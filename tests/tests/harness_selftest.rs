@@ -17,9 +17,7 @@ fn unique_tags_are_short_and_unique() {
     assert_eq!(set.len(), tags.len(), "duplicate tags");
     for t in &tags {
         assert_eq!(t.len(), 6, "tag {t:?}");
-        assert!(t
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(t.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
     }
     assert_eq!(base36(35, 2), "0z");
     assert_eq!(base36(36 * 36 + 1, 2), "01");
@@ -65,10 +63,7 @@ fn wan_mtu_option_applies_to_both_ends() {
     let net = HostNet::with_wan_mtu(2, 1600);
     let h = net[1].ns.ip(&["-o", "link", "show", "dev", WAN_IF]);
     assert!(h.contains("mtu 1600"), "{h}");
-    let w = net
-        .wan
-        .ns()
-        .ip(&["-o", "link", "show", "dev", &net[1].wan_port]);
+    let w = net.wan.ns().ip(&["-o", "link", "show", "dev", &net[1].wan_port]);
     assert!(w.contains("mtu 1600"), "{w}");
     assert!(ping(&net[1].ns, "198.18.0.1", 1, Duration::from_secs(10)));
 }
@@ -122,10 +117,7 @@ fn names_unique_and_everything_removed_on_drop() {
     let mut ns_b = b.0.namespace_names();
     ns_b.push(b.1.ns.name().to_string());
     let set_a: HashSet<&String> = ns_a.iter().collect();
-    assert!(
-        ns_b.iter().all(|n| !set_a.contains(n)),
-        "{ns_a:?} vs {ns_b:?}"
-    );
+    assert!(ns_b.iter().all(|n| !set_a.contains(n)), "{ns_a:?} vs {ns_b:?}");
     assert_ne!(a.1.host_if, b.1.host_if);
 
     let listed: HashSet<String> = netns_list().into_iter().collect();
@@ -148,20 +140,15 @@ fn names_unique_and_everything_removed_on_drop() {
             .filter(|n| created.contains(n) && !root_before.contains(n))
             .collect()
     };
-    assert_eq!(
-        new_in_root(&created),
-        Vec::<String>::new(),
-        "links leaked into root ns"
-    );
+    assert_eq!(new_in_root(&created), Vec::<String>::new(), "links leaked into root ns");
 
     // A process left running inside a namespace is killed with it.
     let mut stray = a.0[1].ns.command(&["sleep", "1000"]).spawn().unwrap();
     let stray_pid = stray.id() as i32;
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || a.0[1].ns.pids().contains(&stray_pid)
-    ));
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || a.0[1]
+        .ns
+        .pids()
+        .contains(&stray_pid)));
 
     let t = Instant::now();
     drop(a);
@@ -174,11 +161,7 @@ fn names_unique_and_everything_removed_on_drop() {
     for n in ns_a.iter().chain(&ns_b) {
         assert!(!listed.contains(n), "{n} still in `ip netns list`");
     }
-    assert_eq!(
-        new_in_root(&created),
-        Vec::<String>::new(),
-        "links left in root ns"
-    );
+    assert_eq!(new_in_root(&created), Vec::<String>::new(), "links left in root ns");
 }
 
 #[test]
@@ -208,11 +191,7 @@ fn proc_logs_and_termination() {
     let ns = Netns::new("crproc");
     let mut p = ns.spawn_named(
         "talker",
-        &[
-            "sh",
-            "-c",
-            "echo hello-out; echo hello-err >&2; exec sleep 1000",
-        ],
+        &["sh", "-c", "echo hello-out; echo hello-err >&2; exec sleep 1000"],
     );
     assert!(p.wait_for_log("hello-out", Duration::from_secs(5)));
     assert!(p.wait_for_log("hello-err", Duration::from_secs(5)));
@@ -238,11 +217,7 @@ fn ovs_diag(ovs: &[OvsHost]) -> String {
             &["dpctl/dump-flows"],
             &["dpif/show"],
         ] {
-            s += &format!(
-                "--- h{i}: ovs-appctl {} ---\n{}\n",
-                args.join(" "),
-                o.appctl(args)
-            );
+            s += &format!("--- h{i}: ovs-appctl {} ---\n{}\n", args.join(" "), o.appctl(args));
         }
         s += &format!("--- h{i}: ovs-vsctl show ---\n{}\n", o.vsctl(&["show"]));
     }
@@ -272,9 +247,8 @@ fn ovs_gre_vm_to_vm_ping_and_capture() {
             &format!("10.0.0.{}/24", i + 1),
         );
         // OVS's AF_PACKET path needs real checksums/segments from the VM.
-        vm.ns.run(&[
-            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-        ]);
+        vm.ns
+            .run(&["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
         o.add_port("br-int", &vm.host_if);
         ovs.push(o);
         vms.push(vm);
@@ -288,11 +262,7 @@ fn ovs_gre_vm_to_vm_ping_and_capture() {
 
     let mut cap = Capture::start(net.wan.ns(), net.wan.bridge(), "ip proto 47");
     let ok = ping(&vms[0].ns, "10.0.0.2", 3, Duration::from_secs(20));
-    assert!(
-        ok,
-        "VM-to-VM ping across OVS GRE failed\n{}",
-        ovs_diag(&ovs)
-    );
+    assert!(ok, "VM-to-VM ping across OVS GRE failed\n{}", ovs_diag(&ovs));
     assert!(ping(&vms[1].ns, "10.0.0.1", 2, Duration::from_secs(10)));
 
     let out = cap.decode("gre", &["gre.key", "gre.proto", "ip.src", "ip.dst"]);
@@ -309,10 +279,6 @@ fn ovs_gre_vm_to_vm_ping_and_capture() {
         "{inner}"
     );
     // The display filter the brief asks for matches too.
-    let keyed = tshark_decode(
-        cap.path(),
-        "gre.key == 5 && gre.proto == 0x6558",
-        &["frame.number"],
-    );
+    let keyed = tshark_decode(cap.path(), "gre.key == 5 && gre.proto == 0x6558", &["frame.number"]);
     assert_eq!(keyed.lines().count(), rows.len(), "{keyed}");
 }

@@ -78,6 +78,13 @@ impl Flow {
     }
 }
 
+/// Flows are equal when they forward alike (counters and timestamps aside).
+impl PartialEq for Flow {
+    fn eq(&self, o: &Flow) -> bool {
+        self.key == o.key && self.out_port == o.out_port && self.priority == o.priority && self.cookie == o.cookie
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiryReason {
     Idle,
@@ -96,7 +103,10 @@ pub struct TableFull;
 
 impl FlowTable {
     pub fn with_capacity(capacity: usize) -> FlowTable {
-        FlowTable { flows: BTreeMap::new(), capacity }
+        FlowTable {
+            flows: BTreeMap::new(),
+            capacity,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -153,9 +163,14 @@ impl FlowTable {
 
     /// Remove and return flows whose timeouts have run out.
     pub fn expire(&mut self, now: u64) -> Vec<(Flow, ExpiryReason)> {
-        let keys: Vec<(FlowKey, ExpiryReason)> =
-            self.flows.values().filter_map(|f| f.expired(now).map(|r| (f.key, r))).collect();
-        keys.into_iter().filter_map(|(k, r)| self.flows.remove(&k).map(|f| (f, r))).collect()
+        let keys: Vec<(FlowKey, ExpiryReason)> = self
+            .flows
+            .values()
+            .filter_map(|f| f.expired(now).map(|r| (f.key, r)))
+            .collect();
+        keys.into_iter()
+            .filter_map(|(k, r)| self.flows.remove(&k).map(|f| (f, r)))
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
@@ -170,7 +185,15 @@ impl FlowTable {
     pub fn compile(&self) -> HashMap<(u32, Mac), MacEntry> {
         self.flows
             .values()
-            .map(|f| ((f.key.vnet, f.key.mac), MacEntry { out_port: f.out_port, counters: f.counters.clone() }))
+            .map(|f| {
+                (
+                    (f.key.vnet, f.key.mac),
+                    MacEntry {
+                        out_port: f.out_port,
+                        counters: f.counters.clone(),
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -180,7 +203,10 @@ mod test {
     use super::*;
 
     fn key(v: u32, last: u8) -> FlowKey {
-        FlowKey { vnet: v, mac: [2, 0, 0, 0, 0, last] }
+        FlowKey {
+            vnet: v,
+            mac: [2, 0, 0, 0, 0, last],
+        }
     }
 
     #[test]
@@ -202,7 +228,17 @@ mod test {
         t.add(Flow::new(key(0, 1), Some(1))).unwrap();
         t.add(Flow::new(key(1, 1), Some(1))).unwrap();
         assert_eq!(t.modify(&FlowFilter::default(), Some(key(0, 9)), Some(3)), 0);
-        assert_eq!(t.modify(&FlowFilter { vnet: Some(1), ..Default::default() }, None, Some(7)), 1);
+        assert_eq!(
+            t.modify(
+                &FlowFilter {
+                    vnet: Some(1),
+                    ..Default::default()
+                },
+                None,
+                Some(7)
+            ),
+            1
+        );
         assert_eq!(t.get(&key(1, 1)).unwrap().out_port, Some(7));
         assert_eq!(t.get(&key(0, 1)).unwrap().out_port, Some(1));
     }
@@ -215,9 +251,21 @@ mod test {
             f.cookie = i as u64;
             t.add(f).unwrap();
         }
-        let gone = t.delete(&FlowFilter { out_port: Some(1), ..Default::default() }, None);
+        let gone = t.delete(
+            &FlowFilter {
+                out_port: Some(1),
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(gone.len(), 2);
-        let gone = t.delete(&FlowFilter { cookie: Some((2, 0xff)), ..Default::default() }, None);
+        let gone = t.delete(
+            &FlowFilter {
+                cookie: Some((2, 0xff)),
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(gone.len(), 1);
         assert_eq!(t.len(), 1);
         assert_eq!(t.delete(&FlowFilter::default(), None).len(), 1);

@@ -21,13 +21,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 use tracing::{info, warn};
 
-/// Local ports are numbered from 1; controller-made tunnels use the numbers the controller
-/// gives (from `FIRST_CONTROLLER_TUNNEL`); static tunnels are numbered from `FIRST_STATIC_TUNNEL`.
-pub const MAX_LOCAL_PORT: u32 = 0xffff;
-pub const FIRST_CONTROLLER_TUNNEL: u32 = 0x1_0000;
-pub const FIRST_STATIC_TUNNEL: u32 = 0x8000_0000;
-/// Above this, OpenFlow reserves port numbers (OFPP_MAX).
-pub const OFPP_MAX: u32 = 0xffff_ff00;
+/// Port numbers, all below 0xff00 because Open vSwitch's tools (ovs-ofctl) hold OpenFlow port
+/// numbers in 16 bits and refuse larger ones: local ports from 1 to `MAX_LOCAL_PORT`;
+/// controller-made tunnels take the numbers the controller gives, from
+/// `FIRST_CONTROLLER_TUNNEL`; static tunnels are numbered from `FIRST_STATIC_TUNNEL` to
+/// `LAST_PORT`.
+pub const MAX_LOCAL_PORT: u32 = 0x3fff;
+pub const FIRST_CONTROLLER_TUNNEL: u32 = 0x4000;
+pub const FIRST_STATIC_TUNNEL: u32 = 0xe000;
+pub const LAST_PORT: u32 = 0xfeff;
 
 #[derive(Debug, Error)]
 pub enum SwitchError {
@@ -111,8 +113,16 @@ pub enum Notify {
     PortDeleted(PortInfo),
     TunnelAdded(TunnelInfo),
     TunnelDeleted(TunnelInfo),
-    FlowRemoved { flow: Flow, reason: FlowRemovedReason },
-    TunnelIdle { port_no: u32, remote: Ipv4Addr, key: u32, idle_ms: u64 },
+    FlowRemoved {
+        flow: Flow,
+        reason: FlowRemovedReason,
+    },
+    TunnelIdle {
+        port_no: u32,
+        remote: Ipv4Addr,
+        key: u32,
+        idle_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +137,15 @@ pub enum FlowRemovedReason {
 pub enum PacketOutTarget {
     Port(u32),
     /// Local ports of the network, except `in_port`.
-    Flood { vnet: u32, in_port: Option<u32> },
+    Flood {
+        vnet: u32,
+        in_port: Option<u32>,
+    },
     /// Through the flow table, as if received on `in_port` in `vnet`.
-    Table { vnet: u32, in_port: u32 },
+    Table {
+        vnet: u32,
+        in_port: u32,
+    },
 }
 
 struct State {
@@ -257,14 +273,30 @@ impl Switch {
             return Err(SwitchError::TooManyPorts(self.cfg.max_ports));
         }
         let io: Arc<dyn PortIo> = match kind {
-            PortKind::System => Arc::new(AfPacketPort::open(name).map_err(|source| SwitchError::Open { name: name.into(), source })?),
-            PortKind::Tap => Arc::new(TapPort::create(name).map_err(|source| SwitchError::Open { name: name.into(), source })?),
+            PortKind::System => Arc::new(AfPacketPort::open(name).map_err(|source| SwitchError::Open {
+                name: name.into(),
+                source,
+            })?),
+            PortKind::Tap => Arc::new(TapPort::create(name).map_err(|source| SwitchError::Open {
+                name: name.into(),
+                source,
+            })?),
         };
-        let port_no = (st.next_port..=MAX_LOCAL_PORT).find(|n| !st.ports.contains_key(n)).ok_or(SwitchError::TooManyPorts(self.cfg.max_ports))?;
+        let port_no = (st.next_port..=MAX_LOCAL_PORT)
+            .find(|n| !st.ports.contains_key(n))
+            .ok_or(SwitchError::TooManyPorts(self.cfg.max_ports))?;
         st.next_port = port_no + 1;
         let worker = st.next_worker % self.dp.workers();
         st.next_worker += 1;
-        let port = LocalPort { port_no, name: name.into(), kind, vnet, io, counters: Arc::new(PortCounters::default()), worker };
+        let port = LocalPort {
+            port_no,
+            name: name.into(),
+            kind,
+            vnet,
+            io,
+            counters: Arc::new(PortCounters::default()),
+            worker,
+        };
         let info = Self::port_info(&port);
         st.ports.insert(port_no, port);
         self.publish(&st);
@@ -291,13 +323,22 @@ impl Switch {
         let Some(port) = st.ports.remove(&port_no) else { return };
         // Flows that lead to a port that is gone would only drop; remove them and tell the
         // controller, so it re-points instead of waiting for a timeout.
-        let removed = st.flows.delete(&FlowFilter { out_port: Some(port_no), ..Default::default() }, None);
+        let removed = st.flows.delete(
+            &FlowFilter {
+                out_port: Some(port_no),
+                ..Default::default()
+            },
+            None,
+        );
         self.publish(st);
         info!(port = %port.name, port_no, why, flows_removed = removed.len(), "port removed");
         let info = Self::port_info(&port);
         self.notify(Notify::PortDeleted(info));
         for flow in removed {
-            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+            self.notify(Notify::FlowRemoved {
+                flow,
+                reason: FlowRemovedReason::Delete,
+            });
         }
     }
 
@@ -306,7 +347,11 @@ impl Switch {
             return Err(SwitchError::NoGre);
         }
         let mut st = self.lock();
-        if let Some(t) = st.tunnels.values().find(|t| t.remote == spec.remote && t.key == spec.key) {
+        if let Some(t) = st
+            .tunnels
+            .values()
+            .find(|t| t.remote == spec.remote && t.key == spec.key)
+        {
             // The same tunnel asked for again (a controller that restarted): keep it.
             if spec.port_no.is_none_or(|p| p == t.port_no) {
                 return Ok(Self::tunnel_info(t));
@@ -320,7 +365,9 @@ impl Switch {
             Some(p) if (FIRST_CONTROLLER_TUNNEL..FIRST_STATIC_TUNNEL).contains(&p) => p,
             Some(p) => return Err(SwitchError::BadTunnelPortNo(p)),
             None => {
-                let p = (st.next_static..OFPP_MAX).find(|n| !st.tunnels.contains_key(n)).ok_or(SwitchError::TooManyTunnels(self.cfg.max_tunnels))?;
+                let p = (st.next_static..=LAST_PORT)
+                    .find(|n| !st.tunnels.contains_key(n))
+                    .ok_or(SwitchError::TooManyTunnels(self.cfg.max_tunnels))?;
                 st.next_static = p + 1;
                 p
             }
@@ -328,7 +375,14 @@ impl Switch {
         if let Some(old) = st.tunnels.get(&port_no) {
             return Err(SwitchError::TunnelExists(old.remote, old.key, port_no));
         }
-        let t = Arc::new(Tunnel::new(port_no, spec.remote, spec.key, spec.remote_dpid, spec.is_static, spec.idle_timeout_s));
+        let t = Arc::new(Tunnel::new(
+            port_no,
+            spec.remote,
+            spec.key,
+            spec.remote_dpid,
+            spec.is_static,
+            spec.idle_timeout_s,
+        ));
         // A new tunnel counts as used now, so it is not reported idle at once.
         t.counters.last_used_ms.store(now_ms(), Relaxed);
         let info = Self::tunnel_info(&t);
@@ -345,20 +399,33 @@ impl Switch {
         let mut st = self.lock();
         let t = st.tunnels.remove(&port_no).ok_or(SwitchError::NoSuchPortNo(port_no))?;
         st.idle_reported.remove(&port_no);
-        let removed = st.flows.delete(&FlowFilter { out_port: Some(port_no), ..Default::default() }, None);
+        let removed = st.flows.delete(
+            &FlowFilter {
+                out_port: Some(port_no),
+                ..Default::default()
+            },
+            None,
+        );
         self.publish(&st);
         drop(st);
         info!(port_no, remote = %t.remote, key = t.key, flows_removed = removed.len(), "tunnel removed");
         self.notify(Notify::TunnelDeleted(Self::tunnel_info(&t)));
         for flow in removed {
-            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+            self.notify(Notify::FlowRemoved {
+                flow,
+                reason: FlowRemovedReason::Delete,
+            });
         }
         Ok(())
     }
 
     /// Find a tunnel's port number by remote address and key.
     pub fn tunnel_port(&self, remote: Ipv4Addr, key: u32) -> Option<u32> {
-        self.lock().tunnels.values().find(|t| t.remote == remote && t.key == key).map(|t| t.port_no)
+        self.lock()
+            .tunnels
+            .values()
+            .find(|t| t.remote == remote && t.key == key)
+            .map(|t| t.port_no)
     }
 
     pub fn port_exists(&self, port_no: u32) -> bool {
@@ -368,7 +435,9 @@ impl Switch {
 
     pub fn flow_add(&self, flow: Flow) -> Result<(), SwitchError> {
         let mut st = self.lock();
-        st.flows.add(flow).map_err(|TableFull| SwitchError::FlowTableFull(st.flows.capacity))?;
+        st.flows
+            .add(flow)
+            .map_err(|TableFull| SwitchError::FlowTableFull(st.flows.capacity))?;
         self.publish(&st);
         Ok(())
     }
@@ -392,7 +461,10 @@ impl Switch {
         drop(st);
         let n = removed.len();
         for flow in removed {
-            self.notify(Notify::FlowRemoved { flow, reason: FlowRemovedReason::Delete });
+            self.notify(Notify::FlowRemoved {
+                flow,
+                reason: FlowRemovedReason::Delete,
+            });
         }
         n
     }
@@ -440,7 +512,15 @@ impl Switch {
                 }
             }
             PacketOutTarget::Table { vnet, in_port } => {
-                let v = decide(&fib, Ingress::Tunnel { port_no: in_port, vnet, is_static: false }, frame);
+                let v = decide(
+                    &fib,
+                    Ingress::Tunnel {
+                        port_no: in_port,
+                        vnet,
+                        is_static: false,
+                    },
+                    frame,
+                );
                 match v.action {
                     Action::Output(p) => send(p),
                     Action::Flood { vnet, except, .. } => {
@@ -501,7 +581,12 @@ impl Switch {
         }
         for (port_no, remote, key, idle_ms) in idle {
             info!(port_no, %remote, key, idle_ms, "tunnel idle");
-            self.notify(Notify::TunnelIdle { port_no, remote, key, idle_ms });
+            self.notify(Notify::TunnelIdle {
+                port_no,
+                remote,
+                key,
+                idle_ms,
+            });
         }
     }
 
@@ -509,7 +594,10 @@ impl Switch {
         match ev {
             DpEvent::PortFailed { port_no, error } => {
                 let mut st = self.lock();
-                let still_there = st.ports.get(&port_no).is_some_and(|p| sys::ifindex(&p.name).is_ok_and(|i| i == p.io.ifindex()));
+                let still_there = st
+                    .ports
+                    .get(&port_no)
+                    .is_some_and(|p| sys::ifindex(&p.name).is_ok_and(|i| i == p.io.ifindex()));
                 if still_there {
                     warn!(port_no, %error, "port receive failed but its interface exists; removing it anyway");
                 }
@@ -521,8 +609,15 @@ impl Switch {
     /// (frames looked up, frames that hit a flow) for OpenFlow table statistics.
     pub fn lookup_counts(&self) -> (u64, u64) {
         let st = self.lock();
-        let lookups = st.ports.values().map(|p| p.counters.rx_packets.load(Relaxed)).sum::<u64>()
-            + st.tunnels.values().map(|t| t.counters.rx_packets.load(Relaxed)).sum::<u64>();
+        let lookups = st
+            .ports
+            .values()
+            .map(|p| p.counters.rx_packets.load(Relaxed))
+            .sum::<u64>()
+            + st.tunnels
+                .values()
+                .map(|t| t.counters.rx_packets.load(Relaxed))
+                .sum::<u64>();
         let matched = st.flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum();
         (lookups, matched)
     }

@@ -8,10 +8,19 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cloudrack-ctl", version, about = "Manage a running Cloud Rack switch: ports, tunnels, MAC/flow table, counters")]
+#[command(
+    name = "cloudrack-ctl",
+    version,
+    about = "Manage a running Cloud Rack switch: ports, tunnels, MAC/flow table, counters"
+)]
 struct Cli {
     /// The switch's management socket (cloudrack-switch --ctl).
-    #[arg(long, global = true, default_value = "/run/cloudrack/switch.sock", env = "CLOUDRACK_CTL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/cloudrack/switch.sock",
+        env = "CLOUDRACK_CTL"
+    )]
     ctl: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -99,8 +108,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     match req {
-        Request::AddPort { .. } => println!("port {} added as number {}", data["name"].as_str().unwrap_or("?"), data["port_no"]),
-        Request::AddTunnel { .. } => println!("tunnel {} added as port {}", data["name"].as_str().unwrap_or("?"), data["port_no"]),
+        Request::AddPort { .. } => println!(
+            "port {} added as number {}",
+            data["name"].as_str().unwrap_or("?"),
+            data["port_no"]
+        ),
+        Request::AddTunnel { .. } => println!(
+            "tunnel {} added as port {}",
+            data["name"].as_str().unwrap_or("?"),
+            data["port_no"]
+        ),
         Request::DelPort { .. } | Request::DelTunnel { .. } => println!("removed"),
         Request::Show => print_show(&data),
         Request::Tunnels => print_tunnels(&data),
@@ -119,12 +136,32 @@ fn s(v: &Value) -> String {
 }
 
 fn print_show(d: &Value) {
-    println!("dpid {}  underlay {} ({})  controller {}", s(&d["dpid"]), s(&d["underlay_ip"]), s(&d["underlay_mac"]),
-        if d["controller_connected"].as_bool() == Some(true) { "connected" } else { "NOT connected" });
-    println!("{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}", "PORT", "NAME", "KIND", "VNET", "MAC", "RX_PKTS", "TX_PKTS");
+    println!(
+        "dpid {}  underlay {} ({})  controller {}",
+        s(&d["dpid"]),
+        s(&d["underlay_ip"]),
+        s(&d["underlay_mac"]),
+        if d["controller_connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    println!(
+        "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}",
+        "PORT", "NAME", "KIND", "VNET", "MAC", "RX_PKTS", "TX_PKTS"
+    );
     for p in d["ports"].as_array().into_iter().flatten() {
-        println!("{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}", s(&p["port_no"]), s(&p["name"]), s(&p["kind"]), s(&p["vnet"]),
-            s(&p["hw_addr"]), s(&p["counters"]["rx_packets"]), s(&p["counters"]["tx_packets"]));
+        println!(
+            "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}",
+            s(&p["port_no"]),
+            s(&p["name"]),
+            s(&p["kind"]),
+            s(&p["vnet"]),
+            s(&p["hw_addr"]),
+            s(&p["counters"]["rx_packets"]),
+            s(&p["counters"]["tx_packets"])
+        );
     }
     print_tunnels(&d["tunnels"]);
 }
@@ -135,16 +172,41 @@ fn print_tunnels(d: &Value) {
         println!("no tunnels");
         return;
     }
-    println!("{:>10}  {:<16} {:<15} {:>6} {:<7} {:>9} {:>12} {:>12}", "PORT", "NAME", "REMOTE", "KEY", "KIND", "IDLE_MS", "RX_PKTS", "TX_PKTS");
+    println!(
+        "{:>10}  {:<16} {:<15} {:>6} {:<7} {:>9} {:>12} {:>12}",
+        "PORT", "NAME", "REMOTE", "KEY", "KIND", "IDLE_MS", "RX_PKTS", "TX_PKTS"
+    );
     for t in list {
-        println!("{:>10}  {:<16} {:<15} {:>6} {:<7} {:>9} {:>12} {:>12}", s(&t["port_no"]), s(&t["name"]), s(&t["remote_ip"]), s(&t["key"]),
-            if t["is_static"].as_bool() == Some(true) { "static" } else { "dynamic" }, s(&t["idle_ms"]),
-            s(&t["counters"]["rx_packets"]), s(&t["counters"]["tx_packets"]));
+        println!(
+            "{:>10}  {:<16} {:<15} {:>6} {:<7} {:>9} {:>12} {:>12}",
+            s(&t["port_no"]),
+            s(&t["name"]),
+            s(&t["remote_ip"]),
+            s(&t["key"]),
+            if t["is_static"].as_bool() == Some(true) {
+                "static"
+            } else {
+                "dynamic"
+            },
+            s(&t["idle_ms"]),
+            s(&t["counters"]["rx_packets"]),
+            s(&t["counters"]["tx_packets"])
+        );
     }
 }
 
 fn print_flows(d: &Value, with_counters: bool) {
-    println!("{:>5}  {:<17}  {:<18} {}", "VNET", "MAC", "PORT", if with_counters { "  PACKETS      BYTES  IDLE_TIMEOUT" } else { "" });
+    println!(
+        "{:>5}  {:<17}  {:<18} {}",
+        "VNET",
+        "MAC",
+        "PORT",
+        if with_counters {
+            "  PACKETS      BYTES  IDLE_TIMEOUT"
+        } else {
+            ""
+        }
+    );
     for f in d.as_array().into_iter().flatten() {
         let port = match (&f["out_port"], &f["out_name"]) {
             (Value::Null, _) => "drop".to_string(),
@@ -152,7 +214,15 @@ fn print_flows(d: &Value, with_counters: bool) {
             (p, n) => format!("{} ({})", s(p), s(n)),
         };
         if with_counters {
-            println!("{:>5}  {:<17}  {:<18} {:>9} {:>10} {:>13}", s(&f["vnet"]), s(&f["mac"]), port, s(&f["packets"]), s(&f["bytes"]), s(&f["idle_timeout"]));
+            println!(
+                "{:>5}  {:<17}  {:<18} {:>9} {:>10} {:>13}",
+                s(&f["vnet"]),
+                s(&f["mac"]),
+                port,
+                s(&f["packets"]),
+                s(&f["bytes"]),
+                s(&f["idle_timeout"])
+            );
         } else {
             println!("{:>5}  {:<17}  {}", s(&f["vnet"]), s(&f["mac"]), port);
         }

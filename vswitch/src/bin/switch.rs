@@ -70,12 +70,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn parse_controller(s: &str) -> anyhow::Result<SocketAddr> {
-    let rest = s.strip_prefix("tcp:").with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))?;
+    let rest = s
+        .strip_prefix("tcp:")
+        .with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))?;
     // Accept tcp:IP too, with the standard OpenFlow port.
     if let Ok(ip) = rest.parse::<Ipv4Addr>() {
         return Ok(SocketAddr::from((ip, 6653)));
     }
-    rest.parse().with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))
+    rest.parse()
+        .with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))
 }
 
 fn main() {
@@ -91,13 +94,23 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let controllers = args.controllers.iter().map(|c| parse_controller(c)).collect::<anyhow::Result<Vec<_>>>()?;
-    let underlay_if = sys::iface_with_ipv4(args.underlay_ip)?
-        .with_context(|| format!("no interface has the underlay address {}; assign it first", args.underlay_ip))?;
+    let controllers = args
+        .controllers
+        .iter()
+        .map(|c| parse_controller(c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let underlay_if = sys::iface_with_ipv4(args.underlay_ip)?.with_context(|| {
+        format!(
+            "no interface has the underlay address {}; assign it first",
+            args.underlay_ip
+        )
+    })?;
     let underlay_mac = sys::mac(&underlay_if).with_context(|| format!("reading the MAC of {underlay_if}"))?;
     let underlay_mtu = sys::mtu(&underlay_if).unwrap_or(1500) as usize;
     let dpid = match &args.dpid {
-        Some(h) => u64::from_str_radix(h.trim_start_matches("0x"), 16).with_context(|| format!("--dpid {h:?} is not hex"))?,
+        Some(h) => {
+            u64::from_str_radix(h.trim_start_matches("0x"), 16).with_context(|| format!("--dpid {h:?} is not hex"))?
+        }
         None => underlay_mac.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64),
     };
     if args.workers == 0 || args.workers > 64 {
@@ -124,7 +137,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         dp,
     ));
     ctl::serve(switch.clone(), &args.ctl).with_context(|| format!("management socket {}", args.ctl.display()))?;
-    ofp::start(switch.clone(), controllers.clone(), args.ofp_listen, channels.packet_in_rx)?;
+    ofp::start(
+        switch.clone(),
+        controllers.clone(),
+        args.ofp_listen,
+        channels.packet_in_rx,
+    )?;
     info!(
         dpid = format!("{dpid:016x}"),
         underlay = %args.underlay_ip,

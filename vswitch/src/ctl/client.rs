@@ -10,7 +10,11 @@ use std::time::Duration;
 /// Send one request and return its `data`, or the switch's error message.
 pub fn call(path: &Path, req: &Request) -> anyhow::Result<Value> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
-        anyhow::anyhow!("cannot reach the switch at {}: {e} (is cloudrack-switch running with --ctl {}?)", path.display(), path.display())
+        anyhow::anyhow!(
+            "cannot reach the switch at {}: {e} (is cloudrack-switch running with --ctl {}?)",
+            path.display(),
+            path.display()
+        )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let line = serde_json::to_string(req)?;

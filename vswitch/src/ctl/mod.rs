@@ -6,8 +6,8 @@ pub mod client;
 
 use crate::dp::fib::PortKind;
 use crate::flow_table::FlowFilter;
-use crate::switch::{Switch, TunnelSpec};
 use crate::port::sys::fmt_mac;
+use crate::switch::{Switch, TunnelSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -37,7 +37,9 @@ impl<'de> Deserialize<'de> for PortKind {
         match String::deserialize(d)?.as_str() {
             "system" => Ok(PortKind::System),
             "tap" => Ok(PortKind::Tap),
-            other => Err(serde::de::Error::custom(format!("unknown port kind {other:?} (system or tap)"))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown port kind {other:?} (system or tap)"
+            ))),
         }
     }
 }
@@ -64,7 +66,9 @@ pub fn serve(switch: Arc<Switch>, path: &Path) -> std::io::Result<()> {
             match conn {
                 Ok(stream) => {
                     let sw = switch.clone();
-                    let _ = std::thread::Builder::new().name("ctl-conn".into()).spawn(move || handle(sw, stream));
+                    let _ = std::thread::Builder::new()
+                        .name("ctl-conn".into())
+                        .spawn(move || handle(sw, stream));
                 }
                 Err(e) => warn!(error = %e, "management accept failed"),
             }
@@ -98,10 +102,20 @@ fn handle(switch: Arc<Switch>, stream: UnixStream) {
 pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
     let to_json = |v: &dyn erased::Ser| v.to_value();
     match req {
-        Request::AddPort { name, kind, vnet } => switch.add_port(&name, kind, vnet).map(|p| to_json(&p)).map_err(|e| e.to_string()),
+        Request::AddPort { name, kind, vnet } => switch
+            .add_port(&name, kind, vnet)
+            .map(|p| to_json(&p))
+            .map_err(|e| e.to_string()),
         Request::DelPort { name } => switch.del_port(&name).map(|()| Value::Null).map_err(|e| e.to_string()),
         Request::AddTunnel { remote, key } => switch
-            .add_tunnel(TunnelSpec { port_no: None, remote, key, remote_dpid: 0, is_static: true, idle_timeout_s: 0 })
+            .add_tunnel(TunnelSpec {
+                port_no: None,
+                remote,
+                key,
+                remote_dpid: 0,
+                is_static: true,
+                idle_timeout_s: 0,
+            })
             .map(|t| to_json(&t))
             .map_err(|e| e.to_string()),
         Request::DelTunnel { port } => {
@@ -111,7 +125,10 @@ pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
                 .find(|t| t.name == port || t.port_no.to_string() == port || t.remote_ip.to_string() == port)
                 .map(|t| t.port_no)
                 .ok_or_else(|| format!("no tunnel {port:?}"))?;
-            switch.del_tunnel(port_no).map(|()| Value::Null).map_err(|e| e.to_string())
+            switch
+                .del_tunnel(port_no)
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
         }
         Request::Show => Ok(json!({
             "dpid": format!("{:016x}", switch.cfg.dpid),

@@ -49,10 +49,26 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(port_no: u32, remote: Ipv4Addr, key: u32, remote_dpid: u64, is_static: bool, idle_timeout_s: u32) -> Tunnel {
+    pub fn new(
+        port_no: u32,
+        remote: Ipv4Addr,
+        key: u32,
+        remote_dpid: u64,
+        is_static: bool,
+        idle_timeout_s: u32,
+    ) -> Tunnel {
         let mut header = [0u8; cloudrack_wire::gre::KEYED_LEN];
         cloudrack_wire::gre::GreRepr::keyed_ethernet(key).emit(&mut header);
-        Tunnel { port_no, remote, key, remote_dpid, is_static, idle_timeout_s, header, counters: Arc::default() }
+        Tunnel {
+            port_no,
+            remote,
+            key,
+            remote_dpid,
+            is_static,
+            idle_timeout_s,
+            header,
+            counters: Arc::default(),
+        }
     }
 }
 

@@ -54,7 +54,11 @@ pub enum DropReason {
 pub enum Action {
     Output(u32),
     /// Flood in `vnet` except `except`; static tunnels too if `tunnels`.
-    Flood { vnet: u32, except: u32, tunnels: bool },
+    Flood {
+        vnet: u32,
+        except: u32,
+        tunnels: bool,
+    },
     Drop(DropReason),
 }
 
@@ -76,8 +80,13 @@ pub fn macs(frame: &[u8]) -> Option<(Mac, Mac)> {
 }
 
 pub fn decide(fib: &Fib, ingress: Ingress, frame: &[u8]) -> Verdict {
-    let drop = |r| Verdict { action: Action::Drop(r), packet_in: false };
-    let Some((dst, src)) = macs(frame) else { return drop(DropReason::Runt) };
+    let drop = |r| Verdict {
+        action: Action::Drop(r),
+        packet_in: false,
+    };
+    let Some((dst, src)) = macs(frame) else {
+        return drop(DropReason::Runt);
+    };
     if is_multicast(&src) {
         return drop(DropReason::BadSrcMac);
     }
@@ -88,7 +97,11 @@ pub fn decide(fib: &Fib, ingress: Ingress, frame: &[u8]) -> Verdict {
     if is_multicast(&dst) {
         let from_local = matches!(ingress, Ingress::Local { .. });
         return Verdict {
-            action: Action::Flood { vnet, except: in_port, tunnels: from_local },
+            action: Action::Flood {
+                vnet,
+                except: in_port,
+                tunnels: from_local,
+            },
             packet_in: ingress.learns(),
         };
     }
@@ -99,10 +112,23 @@ pub fn decide(fib: &Fib, ingress: Ingress, frame: &[u8]) -> Verdict {
                 Some(out) => Action::Output(out),
                 None => Action::Drop(DropReason::Flow),
             };
-            Verdict { action, packet_in: learn }
+            Verdict {
+                action,
+                packet_in: learn,
+            }
         }
-        None if ingress.learns() => Verdict { action: Action::Drop(DropReason::ToController), packet_in: true },
-        None => Verdict { action: Action::Flood { vnet, except: in_port, tunnels: false }, packet_in: false },
+        None if ingress.learns() => Verdict {
+            action: Action::Drop(DropReason::ToController),
+            packet_in: true,
+        },
+        None => Verdict {
+            action: Action::Flood {
+                vnet,
+                except: in_port,
+                tunnels: false,
+            },
+            packet_in: false,
+        },
     }
 }
 
@@ -128,25 +154,51 @@ mod test {
     fn fib_with(entries: &[(u32, Mac, Option<u32>)]) -> Fib {
         let mut fib = Fib::default();
         for (vnet, mac, out) in entries {
-            fib.macs.insert((*vnet, *mac), MacEntry { out_port: *out, counters: Arc::default() });
+            fib.macs.insert(
+                (*vnet, *mac),
+                MacEntry {
+                    out_port: *out,
+                    counters: Arc::default(),
+                },
+            );
         }
         fib
     }
 
     const L1: Ingress = Ingress::Local { port_no: 1, vnet: 0 };
-    const T9: Ingress = Ingress::Tunnel { port_no: 9, vnet: 0, is_static: false };
-    const S8: Ingress = Ingress::Tunnel { port_no: 8, vnet: 0, is_static: true };
+    const T9: Ingress = Ingress::Tunnel {
+        port_no: 9,
+        vnet: 0,
+        is_static: false,
+    };
+    const S8: Ingress = Ingress::Tunnel {
+        port_no: 8,
+        vnet: 0,
+        is_static: true,
+    };
 
     #[test]
     fn known_unicast_is_output_without_packet_in() {
         let fib = fib_with(&[(0, A, Some(1)), (0, B, Some(2))]);
-        assert_eq!(decide(&fib, L1, &frame(B, A)), Verdict { action: Action::Output(2), packet_in: false });
+        assert_eq!(
+            decide(&fib, L1, &frame(B, A)),
+            Verdict {
+                action: Action::Output(2),
+                packet_in: false
+            }
+        );
     }
 
     #[test]
     fn unknown_source_is_reported_even_when_destination_is_known() {
         let fib = fib_with(&[(0, B, Some(2))]);
-        assert_eq!(decide(&fib, L1, &frame(B, A)), Verdict { action: Action::Output(2), packet_in: true });
+        assert_eq!(
+            decide(&fib, L1, &frame(B, A)),
+            Verdict {
+                action: Action::Output(2),
+                packet_in: true
+            }
+        );
         // A moved here from a tunnel: reported too.
         let fib = fib_with(&[(0, A, Some(9)), (0, B, Some(2))]);
         assert!(decide(&fib, L1, &frame(B, A)).packet_in);
@@ -155,7 +207,13 @@ mod test {
     #[test]
     fn unknown_unicast_from_local_goes_to_controller_only() {
         let fib = fib_with(&[(0, A, Some(1))]);
-        assert_eq!(decide(&fib, L1, &frame(B, A)), Verdict { action: Action::Drop(DropReason::ToController), packet_in: true });
+        assert_eq!(
+            decide(&fib, L1, &frame(B, A)),
+            Verdict {
+                action: Action::Drop(DropReason::ToController),
+                packet_in: true
+            }
+        );
     }
 
     #[test]
@@ -163,7 +221,14 @@ mod test {
         let fib = fib_with(&[(0, A, Some(1))]);
         assert_eq!(
             decide(&fib, L1, &frame(BCAST, A)),
-            Verdict { action: Action::Flood { vnet: 0, except: 1, tunnels: true }, packet_in: true }
+            Verdict {
+                action: Action::Flood {
+                    vnet: 0,
+                    except: 1,
+                    tunnels: true
+                },
+                packet_in: true
+            }
         );
     }
 
@@ -172,11 +237,25 @@ mod test {
         let fib = fib_with(&[]);
         assert_eq!(
             decide(&fib, T9, &frame(BCAST, A)),
-            Verdict { action: Action::Flood { vnet: 0, except: 9, tunnels: false }, packet_in: false }
+            Verdict {
+                action: Action::Flood {
+                    vnet: 0,
+                    except: 9,
+                    tunnels: false
+                },
+                packet_in: false
+            }
         );
         assert_eq!(
             decide(&fib, T9, &frame(B, A)),
-            Verdict { action: Action::Flood { vnet: 0, except: 9, tunnels: false }, packet_in: false }
+            Verdict {
+                action: Action::Flood {
+                    vnet: 0,
+                    except: 9,
+                    tunnels: false
+                },
+                packet_in: false
+            }
         );
     }
 
@@ -185,22 +264,41 @@ mod test {
         let fib = fib_with(&[(0, B, Some(1))]);
         assert_eq!(
             decide(&fib, S8, &frame(BCAST, A)),
-            Verdict { action: Action::Flood { vnet: 0, except: 8, tunnels: false }, packet_in: true }
+            Verdict {
+                action: Action::Flood {
+                    vnet: 0,
+                    except: 8,
+                    tunnels: false
+                },
+                packet_in: true
+            }
         );
-        assert_eq!(decide(&fib, S8, &frame(B, A)), Verdict { action: Action::Output(1), packet_in: true });
+        assert_eq!(
+            decide(&fib, S8, &frame(B, A)),
+            Verdict {
+                action: Action::Output(1),
+                packet_in: true
+            }
+        );
     }
 
     #[test]
     fn networks_are_apart() {
         let fib = fib_with(&[(1, B, Some(2)), (0, A, Some(1))]);
-        assert_eq!(decide(&fib, L1, &frame(B, A)).action, Action::Drop(DropReason::ToController));
+        assert_eq!(
+            decide(&fib, L1, &frame(B, A)).action,
+            Action::Drop(DropReason::ToController)
+        );
     }
 
     #[test]
     fn bad_frames_are_dropped() {
         let fib = fib_with(&[]);
         assert_eq!(decide(&fib, L1, &[0u8; 13]).action, Action::Drop(DropReason::Runt));
-        assert_eq!(decide(&fib, L1, &frame(B, BCAST)).action, Action::Drop(DropReason::BadSrcMac));
+        assert_eq!(
+            decide(&fib, L1, &frame(B, BCAST)).action,
+            Action::Drop(DropReason::BadSrcMac)
+        );
         let fib = fib_with(&[(0, A, Some(1)), (0, B, Some(1))]);
         assert_eq!(decide(&fib, L1, &frame(B, A)).action, Action::Drop(DropReason::Hairpin));
         let fib = fib_with(&[(0, A, Some(1)), (0, B, None)]);

@@ -116,7 +116,13 @@ impl Datapath {
                 .spawn(move || worker::Worker::new(id, shared, poll, pin).run())?;
             threads.push(handle);
         }
-        Ok((Datapath { shared, threads }, DatapathChannels { packet_in_rx, events_rx }))
+        Ok((
+            Datapath { shared, threads },
+            DatapathChannels {
+                packet_in_rx,
+                events_rx,
+            },
+        ))
     }
 
     /// Publish a new FIB to the workers and wake them so they pick up new ports at once.

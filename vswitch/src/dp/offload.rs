@@ -110,7 +110,13 @@ fn layout(frame: &[u8]) -> Result<Layout, OffloadError> {
     if payload > frame.len() {
         return Err(short);
     }
-    Ok(Layout { l3, l4, payload, ipv4, l4_proto })
+    Ok(Layout {
+        l3,
+        l4,
+        payload,
+        ipv4,
+        l4_proto,
+    })
 }
 
 /// Sum of the IPv4/IPv6 pseudo-header for an L4 segment of `l4_len` bytes.
@@ -140,7 +146,11 @@ pub fn segment(
         return Err(OffloadError::Unsupported(kind));
     }
     let lay = layout(frame)?;
-    let expected_proto = if kind == vnet_hdr::GSO_UDP_L4 { PROTO_UDP } else { PROTO_TCP };
+    let expected_proto = if kind == vnet_hdr::GSO_UDP_L4 {
+        PROTO_UDP
+    } else {
+        PROTO_TCP
+    };
     if lay.l4_proto != expected_proto {
         return Err(OffloadError::Malformed("GSO type does not match the L4 protocol"));
     }
@@ -157,7 +167,11 @@ pub fn segment(
     }
     let payload = &frame[hdrs..];
     let ip_id = if lay.ipv4 { be16(frame, lay.l3 + 4) } else { 0 };
-    let tcp_seq = if lay.l4_proto == PROTO_TCP { be32(frame, lay.l4 + 4) } else { 0 };
+    let tcp_seq = if lay.l4_proto == PROTO_TCP {
+        be32(frame, lay.l4 + 4)
+    } else {
+        0
+    };
     let n_segments = payload.len().div_ceil(mss).max(1);
 
     for i in 0..n_segments {
@@ -242,7 +256,9 @@ mod test {
             .iter()
             .map(|f| {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
-                let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not tcp") };
+                let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+                    panic!("not tcp")
+                };
                 let expected = match p.net.unwrap() {
                     etherparse::NetSlice::Ipv4(ip) => {
                         let h = ip.header().to_header();
@@ -256,13 +272,24 @@ mod test {
                     _ => panic!("not ip"),
                 };
                 assert_eq!(tcp.checksum(), expected, "TCP checksum");
-                (tcp.sequence_number(), tcp.fin(), tcp.psh(), tcp.cwr(), tcp.payload().to_vec())
+                (
+                    tcp.sequence_number(),
+                    tcp.fin(),
+                    tcp.psh(),
+                    tcp.cwr(),
+                    tcp.payload().to_vec(),
+                )
             })
             .collect()
     }
 
     fn gso_hdr(kind: u8, size: u16) -> VnetHdr {
-        VnetHdr { flags: vnet_hdr::F_NEEDS_CSUM, gso_type: kind, gso_size: size, ..Default::default() }
+        VnetHdr {
+            flags: vnet_hdr::F_NEEDS_CSUM,
+            gso_type: kind,
+            gso_size: size,
+            ..Default::default()
+        }
     }
 
     fn run(frame: &[u8], hdr: &VnetHdr, max: usize) -> Vec<Vec<u8>> {
@@ -326,15 +353,26 @@ mod test {
     fn udp_l4_segments_are_datagrams() {
         let data = payload(2500);
         let mut frame = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(SRC4, DST4, 64).udp(7, 9).write(&mut frame, &data).unwrap();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(SRC4, DST4, 64)
+            .udp(7, 9)
+            .write(&mut frame, &data)
+            .unwrap();
         let segs = run(&frame, &gso_hdr(vnet_hdr::GSO_UDP_L4, 1000), 0);
         assert_eq!(segs.len(), 3);
         for (i, s) in segs.iter().enumerate() {
             let p = SlicedPacket::from_ethernet(s).unwrap();
-            let Some(TransportSlice::Udp(udp)) = p.transport else { panic!() };
-            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+            let Some(TransportSlice::Udp(udp)) = p.transport else {
+                panic!()
+            };
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+                panic!()
+            };
             let h = ip.header().to_header();
-            assert_eq!(udp.checksum(), udp.to_header().calc_checksum_ipv4(&h, udp.payload()).unwrap());
+            assert_eq!(
+                udp.checksum(),
+                udp.to_header().calc_checksum_ipv4(&h, udp.payload()).unwrap()
+            );
             assert_eq!(udp.payload(), &data[i * 1000..((i + 1) * 1000).min(2500)]);
         }
     }
@@ -348,7 +386,12 @@ mod test {
         let lay = layout(&frame).unwrap();
         let pseudo = fold(pseudo_header_sum(&frame, &lay, frame.len() - lay.l4));
         frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
-        let hdr = VnetHdr { flags: vnet_hdr::F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..Default::default() };
+        let hdr = VnetHdr {
+            flags: vnet_hdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        };
         complete_checksum(&mut frame, &hdr).unwrap();
         assert_eq!(be16(&frame, 50), good);
     }
@@ -356,7 +399,12 @@ mod test {
     #[test]
     fn bad_offsets_and_types_are_errors_not_panics() {
         let mut frame = tcp4_frame(&payload(10), false);
-        let hdr = VnetHdr { flags: 1, csum_start: 60, csum_offset: 16, ..Default::default() };
+        let hdr = VnetHdr {
+            flags: 1,
+            csum_start: 60,
+            csum_offset: 16,
+            ..Default::default()
+        };
         assert!(complete_checksum(&mut frame, &hdr).is_err());
         let mut scratch = [0u8; 2000];
         assert_eq!(
@@ -364,7 +412,13 @@ mod test {
             Err(OffloadError::Unsupported(vnet_hdr::GSO_UDP))
         );
         for len in 0..frame.len() {
-            let _ = segment(&frame[..len], &gso_hdr(vnet_hdr::GSO_TCPV4, 100), 0, &mut scratch, |_| {});
+            let _ = segment(
+                &frame[..len],
+                &gso_hdr(vnet_hdr::GSO_TCPV4, 100),
+                0,
+                &mut scratch,
+                |_| {},
+            );
         }
         assert!(segment(&frame, &gso_hdr(vnet_hdr::GSO_TCPV4, 0), 0, &mut scratch, |_| {}).is_err());
     }

@@ -67,7 +67,11 @@ impl Worker {
         }
         if self.id == 0 {
             if let Some(gre) = &self.shared.gre {
-                if let Err(e) = self.poll.registry().register(&mut SourceFd(&gre.fd()), GRE_TOKEN, Interest::READABLE) {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&gre.fd()), GRE_TOKEN, Interest::READABLE)
+                {
                     warn!(error = %e, "cannot poll the GRE socket; tunnels will not receive");
                 }
             }
@@ -76,7 +80,11 @@ impl Worker {
         let mut pending: Vec<Token> = Vec::new();
         let mut generation = u64::MAX;
         loop {
-            let timeout = if pending.is_empty() { Duration::from_millis(500) } else { Duration::ZERO };
+            let timeout = if pending.is_empty() {
+                Duration::from_millis(500)
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     warn!(worker = self.id, error = %e, "poll failed");
@@ -133,7 +141,8 @@ impl Worker {
             keep
         });
         self.failed.retain(|p| fib.local.contains_key(p));
-        self.buckets.retain(|p, _| fib.local.contains_key(p) || fib.tunnels.contains_key(p));
+        self.buckets
+            .retain(|p, _| fib.local.contains_key(p) || fib.tunnels.contains_key(p));
         let mut added = Vec::new();
         for port in fib.local.values().filter(|p| p.worker == self.id) {
             if self.registered.contains_key(&port.port_no) || self.failed.contains(&port.port_no) {
@@ -160,12 +169,17 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         self.failed.insert(port.port_no);
-        let _ = self.shared.events_tx.try_send(DpEvent::PortFailed { port_no: port.port_no, error });
+        let _ = self.shared.events_tx.try_send(DpEvent::PortFailed {
+            port_no: port.port_no,
+            error,
+        });
     }
 
     /// Receive and forward up to BUDGET frames from a local port. True when it ran dry.
     fn drain_port(&mut self, fib: &Fib, port_no: u32, now: u64) -> bool {
-        let Some(port) = fib.local.get(&port_no) else { return true };
+        let Some(port) = fib.local.get(&port_no) else {
+            return true;
+        };
         if self.failed.contains(&port_no) {
             return true;
         }
@@ -173,7 +187,10 @@ impl Worker {
             match port.io.recv(&mut self.rx) {
                 Ok(rx) => {
                     port.counters.rx(rx.len, now);
-                    let ingress = Ingress::Local { port_no, vnet: port.vnet };
+                    let ingress = Ingress::Local {
+                        port_no,
+                        vnet: port.vnet,
+                    };
                     self.forward(fib, ingress, rx.vnet, rx.offset, rx.len, now);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
@@ -221,14 +238,22 @@ impl Worker {
                     continue;
                 }
             };
-            let Some(tunnel) = fib.tunnel_by_remote.get(&(d.src, d.key)).and_then(|p| fib.tunnels.get(p)) else {
+            let Some(tunnel) = fib
+                .tunnel_by_remote
+                .get(&(d.src, d.key))
+                .and_then(|p| fib.tunnels.get(p))
+            else {
                 c.gre_rx_unknown_tunnel.fetch_add(1, Relaxed);
                 debug!(remote = %d.src, key = d.key, "GRE packet for no tunnel");
                 continue;
             };
             let len = d.inner.end - d.inner.start;
             tunnel.counters.rx(len, now);
-            let ingress = Ingress::Tunnel { port_no: tunnel.port_no, vnet: tunnel.key, is_static: tunnel.is_static };
+            let ingress = Ingress::Tunnel {
+                port_no: tunnel.port_no,
+                vnet: tunnel.key,
+                is_static: tunnel.is_static,
+            };
             self.forward(fib, ingress, VnetHdr::default(), RX_HEADROOM + d.inner.start, len, now);
         }
         false
@@ -249,7 +274,11 @@ impl Worker {
                 }
                 self.output(fib, out, &mut vnet, off, len, now);
             }
-            Action::Flood { vnet: net, except, tunnels } => {
+            Action::Flood {
+                vnet: net,
+                except,
+                tunnels,
+            } => {
                 let Some(set) = fib.flood.get(&net) else { return };
                 for &p in &set.local {
                     if p != except {
@@ -284,7 +313,10 @@ impl Worker {
         }
         let rate = self.shared.packet_in_rate as f64;
         let burst = self.shared.packet_in_burst as f64;
-        let b = self.buckets.entry(ingress.port_no()).or_insert(Bucket { tokens: burst, last_ms: now });
+        let b = self.buckets.entry(ingress.port_no()).or_insert(Bucket {
+            tokens: burst,
+            last_ms: now,
+        });
         b.tokens = (b.tokens + (now.saturating_sub(b.last_ms)) as f64 * rate / 1000.0).min(burst);
         b.last_ms = now;
         if b.tokens < 1.0 {
@@ -295,7 +327,12 @@ impl Worker {
         // An OpenFlow message is at most 64 KB; the controller needs the headers, and a frame
         // it sends back itself is never a super-frame's first packet (that is a SYN or an ARP).
         let keep = len.min(MAX_PACKET_IN_DATA);
-        let pin = PacketIn { in_port: ingress.port_no(), vnet: ingress.vnet(), total_len: len, data: self.rx[off..off + keep].to_vec() };
+        let pin = PacketIn {
+            in_port: ingress.port_no(),
+            vnet: ingress.vnet(),
+            total_len: len,
+            data: self.rx[off..off + keep].to_vec(),
+        };
         match self.shared.packet_in_tx.try_send(pin) {
             Ok(()) => c.packet_in_sent.fetch_add(1, Relaxed),
             Err(_) => c.packet_in_queue_full.fetch_add(1, Relaxed),
@@ -336,9 +373,15 @@ impl Worker {
             let Some(gre) = self.shared.gre.as_ref() else { return };
             let ok = if vnet.is_gso() {
                 let mut all_ok = true;
-                let r = offload::segment(&self.rx[off..off + len], vnet, self.shared.tunnel_max_frame, &mut self.scratch, |seg| {
-                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                });
+                let r = offload::segment(
+                    &self.rx[off..off + len],
+                    vnet,
+                    self.shared.tunnel_max_frame,
+                    &mut self.scratch,
+                    |seg| {
+                        all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
+                    },
+                );
                 if r.is_err() {
                     c.drop_offload.fetch_add(1, Relaxed);
                     return;
@@ -348,7 +391,8 @@ impl Worker {
                 if vnet.needs_csum() && !finish_checksum(&mut self.rx[off..off + len], vnet, c) {
                     return;
                 }
-                gre.send(tunnel.remote, &tunnel.header, &self.rx[off..off + len]).is_ok()
+                gre.send(tunnel.remote, &tunnel.header, &self.rx[off..off + len])
+                    .is_ok()
             };
             if ok {
                 tunnel.counters.tx(len, now);
@@ -360,7 +404,6 @@ impl Worker {
             c.drop_no_port.fetch_add(1, Relaxed);
         }
     }
-
 }
 
 /// Complete a partial checksum in place, once: later outputs of the same frame then see a

@@ -2,6 +2,7 @@
 //! ovs-ofctl (the passive `--ofp-listen` listener), and the PACKET_IN dispatcher.
 
 pub mod session;
+mod table_features;
 pub mod translate;
 
 use crate::dp::PacketIn;
@@ -29,7 +30,10 @@ impl Hub {
     }
 
     pub fn remove(&self, id: u64) {
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).retain(|(i, _)| *i != id);
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
     }
 
     pub fn has_controller(&self) -> bool {
@@ -54,7 +58,9 @@ pub fn start(
     let hub = Arc::new(Hub::default());
     for addr in controllers {
         let (sw, h) = (switch.clone(), hub.clone());
-        std::thread::Builder::new().name(format!("ofp-{addr}")).spawn(move || session::keep_connected(sw, h, addr))?;
+        std::thread::Builder::new()
+            .name(format!("ofp-{addr}"))
+            .spawn(move || session::keep_connected(sw, h, addr))?;
     }
     {
         let (sw, h) = (switch.clone(), hub.clone());

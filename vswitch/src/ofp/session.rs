@@ -55,7 +55,14 @@ pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: TcpStream, peer: Peer) ->
     let writer_thread = std::thread::Builder::new()
         .name("ofp-writer".into())
         .spawn(move || write_loop(writer, out_rx, notify_rx))?;
-    let mut s = Session { switch, hub, peer, out: out_tx, registered: false, link_id: None };
+    let mut s = Session {
+        switch,
+        hub,
+        peer,
+        out: out_tx,
+        registered: false,
+        link_id: None,
+    };
     s.send(Body::hello(&[ofp::OFP_VERSION]));
     let result = s.read_loop(stream);
     if let Some(id) = s.link_id {
@@ -100,19 +107,40 @@ fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<No
 /// The asynchronous message for a switch event, if the controller wants one.
 fn notification(n: &Notify) -> Option<Message> {
     let body = match n {
-        Notify::PortAdded(p) => Body::PortStatus { reason: ofp::OFPPR_ADD, desc: translate::port_desc(p) },
-        Notify::PortDeleted(p) => Body::PortStatus { reason: ofp::OFPPR_DELETE, desc: translate::port_desc(p) },
-        Notify::TunnelAdded(t) => Body::PortStatus { reason: ofp::OFPPR_ADD, desc: translate::tunnel_desc(t) },
-        Notify::TunnelDeleted(t) => Body::PortStatus { reason: ofp::OFPPR_DELETE, desc: translate::tunnel_desc(t) },
+        Notify::PortAdded(p) => Body::PortStatus {
+            reason: ofp::OFPPR_ADD,
+            desc: translate::port_desc(p),
+        },
+        Notify::PortDeleted(p) => Body::PortStatus {
+            reason: ofp::OFPPR_DELETE,
+            desc: translate::port_desc(p),
+        },
+        Notify::TunnelAdded(t) => Body::PortStatus {
+            reason: ofp::OFPPR_ADD,
+            desc: translate::tunnel_desc(t),
+        },
+        Notify::TunnelDeleted(t) => Body::PortStatus {
+            reason: ofp::OFPPR_DELETE,
+            desc: translate::tunnel_desc(t),
+        },
         Notify::FlowRemoved { flow, reason } => {
             if flow.flags & ofp::OFPFF_SEND_FLOW_REM == 0 {
                 return None;
             }
             Body::FlowRemoved(translate::flow_removed(flow, *reason))
         }
-        Notify::TunnelIdle { port_no, remote, key, idle_ms } => {
-            TccsMsg::TunnelIdle { remote_ip: *remote, key: *key, port_no: *port_no, idle_ms: *idle_ms }.to_body()
+        Notify::TunnelIdle {
+            port_no,
+            remote,
+            key,
+            idle_ms,
+        } => TccsMsg::TunnelIdle {
+            remote_ip: *remote,
+            key: *key,
+            port_no: *port_no,
+            idle_ms: *idle_ms,
         }
+        .to_body(),
     };
     Some(Message::new(0, body))
 }
@@ -147,13 +175,20 @@ impl Session {
                     warn!(%error, "malformed OpenFlow message");
                     self.switch.dp.shared.counters.ofp_rx_malformed.fetch_add(1, Relaxed);
                     let xid = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-                    let code = if raw[0] != ofp::OFP_VERSION { ofp::OFPBRC_BAD_VERSION } else { ofp::OFPBRC_BAD_LEN };
+                    let code = if raw[0] != ofp::OFP_VERSION {
+                        ofp::OFPBRC_BAD_VERSION
+                    } else {
+                        ofp::OFPBRC_BAD_LEN
+                    };
                     self.error(xid, &raw, (ofp::OFPET_BAD_REQUEST, code));
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     missed += 1;
                     if missed > MAX_MISSED_ECHOES {
-                        return Err(std::io::Error::new(ErrorKind::TimedOut, "peer stopped answering echo requests"));
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            "peer stopped answering echo requests",
+                        ));
                     }
                     self.send(Body::EchoRequest(Vec::new()));
                 }
@@ -198,14 +233,28 @@ impl Session {
                     self.register();
                 }
             }
-            Body::GetConfigRequest => {
-                self.reply(xid, Body::GetConfigReply(ofp::SwitchConfig { flags: 0, miss_send_len: ofp::OFPCML_NO_BUFFER }))
-            }
+            Body::GetConfigRequest => self.reply(
+                xid,
+                Body::GetConfigReply(ofp::SwitchConfig {
+                    flags: 0,
+                    miss_send_len: ofp::OFPCML_NO_BUFFER,
+                }),
+            ),
             Body::SetConfig(_) | Body::SetAsync(_) => {}
             Body::BarrierRequest => self.reply(xid, Body::BarrierReply),
             Body::RoleRequest(r) => {
-                let role = if r.role == ofp::OFPCR_ROLE_NOCHANGE { ofp::OFPCR_ROLE_EQUAL } else { r.role };
-                self.reply(xid, Body::RoleReply(ofp::RoleMsg { role, generation_id: r.generation_id }));
+                let role = if r.role == ofp::OFPCR_ROLE_NOCHANGE {
+                    ofp::OFPCR_ROLE_EQUAL
+                } else {
+                    r.role
+                };
+                self.reply(
+                    xid,
+                    Body::RoleReply(ofp::RoleMsg {
+                        role,
+                        generation_id: r.generation_id,
+                    }),
+                );
             }
             Body::FlowMod(fm) => self.flow_mod(xid, raw, &fm),
             Body::PacketOut(po) => self.packet_out(xid, raw, &po),
@@ -223,10 +272,21 @@ impl Session {
     fn register(&mut self) {
         let sw = &self.switch;
         self.send(
-            TccsMsg::Register { dpid: sw.cfg.dpid, underlay_ip: sw.cfg.underlay_ip, underlay_mac: sw.cfg.underlay_mac }.to_body(),
+            TccsMsg::Register {
+                dpid: sw.cfg.dpid,
+                underlay_ip: sw.cfg.underlay_ip,
+                underlay_mac: sw.cfg.underlay_mac,
+            }
+            .to_body(),
         );
         for p in sw.ports() {
-            self.send(TccsMsg::PortVnet { port_no: p.port_no, vnet: p.vnet }.to_body());
+            self.send(
+                TccsMsg::PortVnet {
+                    port_no: p.port_no,
+                    vnet: p.vnet,
+                }
+                .to_body(),
+            );
         }
         for t in sw.tunnels() {
             self.send(
@@ -256,7 +316,11 @@ impl Session {
                     self.error(xid, raw, (ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_TABLE_FULL));
                 }
             }
-            Ok(FlowOp::Modify { filter, strict, out_port }) => {
+            Ok(FlowOp::Modify {
+                filter,
+                strict,
+                out_port,
+            }) => {
                 sw.flow_modify(&filter, strict, out_port);
             }
             Ok(FlowOp::Delete { filter, strict }) => {
@@ -300,9 +364,11 @@ impl Session {
                 descs.extend(sw.tunnels().iter().map(translate::tunnel_desc));
                 reply(MultipartReplyBody::PortDesc(descs));
             }
-            MultipartRequestBody::PortStats { port_no } => {
-                reply(MultipartReplyBody::PortStats(translate::port_stats(&sw.ports(), &sw.tunnels(), port_no)))
-            }
+            MultipartRequestBody::PortStats { port_no } => reply(MultipartReplyBody::PortStats(translate::port_stats(
+                &sw.ports(),
+                &sw.tunnels(),
+                port_no,
+            ))),
             MultipartRequestBody::Table => {
                 let (lookups, matched) = sw.lookup_counts();
                 reply(MultipartReplyBody::Table(vec![ofp::TableStats {
@@ -337,6 +403,20 @@ impl Session {
                 }
                 Err(e) => self.error(xid, raw, e),
             },
+            MultipartRequestBody::Unknown {
+                typ: ofp::OFPMP_TABLE_FEATURES,
+                data,
+            } => {
+                if !data.is_empty() {
+                    // Setting table features would reconfigure a pipeline we do not have.
+                    return self.error(xid, raw, (ofp::OFPET_TABLE_FEATURES_FAILED, ofp::OFPTFFC_EPERM));
+                }
+                let data = super::table_features::table_features(sw.cfg.max_flows as u32);
+                reply(MultipartReplyBody::Unknown {
+                    typ: ofp::OFPMP_TABLE_FEATURES,
+                    data,
+                })
+            }
             MultipartRequestBody::Unknown { typ, .. } => {
                 debug!(typ, "unsupported multipart request");
                 self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
@@ -353,11 +433,23 @@ impl Session {
             size += 56 + 64 + 16; // entry header + match + one output instruction, generously
             chunk.push(s);
             if size >= MULTIPART_CHUNK && iter.peek().is_some() {
-                self.reply(xid, Body::MultipartReply { flags: ofp::OFPMPF_REPLY_MORE, body: MultipartReplyBody::Flow(std::mem::take(&mut chunk)) });
+                self.reply(
+                    xid,
+                    Body::MultipartReply {
+                        flags: ofp::OFPMPF_REPLY_MORE,
+                        body: MultipartReplyBody::Flow(std::mem::take(&mut chunk)),
+                    },
+                );
                 size = 0;
             }
         }
-        self.reply(xid, Body::MultipartReply { flags: 0, body: MultipartReplyBody::Flow(chunk) });
+        self.reply(
+            xid,
+            Body::MultipartReply {
+                flags: 0,
+                body: MultipartReplyBody::Flow(chunk),
+            },
+        );
     }
 
     fn experimenter(&self, xid: u32, raw: &[u8], body: &Body) {
@@ -371,15 +463,36 @@ impl Session {
         };
         let sw = &self.switch;
         match msg {
-            TccsMsg::TunnelAdd { remote_dpid, remote_ip, key, port_no, idle_timeout_s } => {
-                let spec = TunnelSpec { port_no: Some(port_no), remote: remote_ip, key, remote_dpid, is_static: false, idle_timeout_s };
+            TccsMsg::TunnelAdd {
+                remote_dpid,
+                remote_ip,
+                key,
+                port_no,
+                idle_timeout_s,
+            } => {
+                let spec = TunnelSpec {
+                    port_no: Some(port_no),
+                    remote: remote_ip,
+                    key,
+                    remote_dpid,
+                    is_static: false,
+                    idle_timeout_s,
+                };
                 if let Err(e) = sw.add_tunnel(spec) {
                     warn!(error = %e, "tunnel add refused");
                     self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_EPERM));
                 }
             }
-            TccsMsg::TunnelDel { remote_ip, key, port_no } => {
-                let port = if sw.tunnels().iter().any(|t| t.port_no == port_no) { Some(port_no) } else { sw.tunnel_port(remote_ip, key) };
+            TccsMsg::TunnelDel {
+                remote_ip,
+                key,
+                port_no,
+            } => {
+                let port = if sw.tunnels().iter().any(|t| t.port_no == port_no) {
+                    Some(port_no)
+                } else {
+                    sw.tunnel_port(remote_ip, key)
+                };
                 match port {
                     Some(p) => {
                         let _ = sw.del_tunnel(p);

@@ -15,16 +15,17 @@ pub type OfpErr = (u16, u16);
 #[derive(Debug, Clone, PartialEq)]
 pub enum FlowOp {
     Add(Flow),
-    Modify { filter: FlowFilter, strict: Option<FlowKey>, out_port: Option<u32> },
-    Delete { filter: FlowFilter, strict: Option<FlowKey> },
+    Modify {
+        filter: FlowFilter,
+        strict: Option<FlowKey>,
+        out_port: Option<u32>,
+    },
+    Delete {
+        filter: FlowFilter,
+        strict: Option<FlowKey>,
+    },
     /// A table-miss entry (empty match, output CONTROLLER): our built-in behaviour already.
     TableMiss,
-}
-
-impl PartialEq for Flow {
-    fn eq(&self, o: &Flow) -> bool {
-        self.key == o.key && self.out_port == o.out_port && self.priority == o.priority && self.cookie == o.cookie
-    }
 }
 
 /// The (vnet, eth_dst) a match names; other fields are refused.
@@ -64,7 +65,12 @@ pub fn flow_mod(fm: &ofp::FlowMod, port_ok: impl Fn(u32) -> bool) -> Result<Flow
         return Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_TABLE_ID));
     }
     let (vnet, mac) = match_fields(&fm.match_)?;
-    let strict_key = |vnet: Option<u32>, mac: Option<[u8; 6]>| mac.map(|mac| FlowKey { vnet: vnet.unwrap_or(0), mac });
+    let strict_key = |vnet: Option<u32>, mac: Option<[u8; 6]>| {
+        mac.map(|mac| FlowKey {
+            vnet: vnet.unwrap_or(0),
+            mac,
+        })
+    };
     let filter = FlowFilter {
         vnet,
         mac,
@@ -95,12 +101,26 @@ pub fn flow_mod(fm: &ofp::FlowMod, port_ok: impl Fn(u32) -> bool) -> Result<Flow
                 flow.flags = fm.flags;
                 Ok(FlowOp::Add(flow))
             } else {
-                let strict = if fm.command == ofp::OFPFC_MODIFY_STRICT { strict_key(vnet, mac) } else { None };
-                Ok(FlowOp::Modify { filter: FlowFilter { out_port: None, ..filter }, strict, out_port: out })
+                let strict = if fm.command == ofp::OFPFC_MODIFY_STRICT {
+                    strict_key(vnet, mac)
+                } else {
+                    None
+                };
+                Ok(FlowOp::Modify {
+                    filter: FlowFilter {
+                        out_port: None,
+                        ..filter
+                    },
+                    strict,
+                    out_port: out,
+                })
             }
         }
         ofp::OFPFC_DELETE => Ok(FlowOp::Delete { filter, strict: None }),
-        ofp::OFPFC_DELETE_STRICT => Ok(FlowOp::Delete { filter, strict: strict_key(vnet, mac) }),
+        ofp::OFPFC_DELETE_STRICT => Ok(FlowOp::Delete {
+            filter,
+            strict: strict_key(vnet, mac),
+        }),
         _ => Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_COMMAND)),
     }
 }
@@ -117,7 +137,15 @@ pub fn stats_filter(req: &ofp::FlowStatsRequest) -> Result<FlowFilter, OfpErr> {
 }
 
 pub fn flow_match(key: &FlowKey) -> Match {
-    Match::new().with(Oxm::TunnelId { id: key.vnet as u64, mask: None }).with(Oxm::EthDst { mac: key.mac, mask: None })
+    Match::new()
+        .with(Oxm::TunnelId {
+            id: key.vnet as u64,
+            mask: None,
+        })
+        .with(Oxm::EthDst {
+            mac: key.mac,
+            mask: None,
+        })
 }
 
 fn instructions(out: Option<u32>) -> Vec<Instruction> {
@@ -237,8 +265,13 @@ pub fn packet_out_targets(po: &ofp::PacketOut) -> Result<Vec<PacketOutTarget>, O
             Action::SetField(Oxm::TunnelId { id, mask: None }) => vnet = *id as u32,
             Action::Output { port, .. } => out.push(match *port {
                 ofp::OFPP_FLOOD | ofp::OFPP_ALL => PacketOutTarget::Flood { vnet, in_port },
-                ofp::OFPP_TABLE => PacketOutTarget::Table { vnet, in_port: in_port.unwrap_or(0) },
-                ofp::OFPP_IN_PORT => PacketOutTarget::Port(in_port.ok_or((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT))?),
+                ofp::OFPP_TABLE => PacketOutTarget::Table {
+                    vnet,
+                    in_port: in_port.unwrap_or(0),
+                },
+                ofp::OFPP_IN_PORT => {
+                    PacketOutTarget::Port(in_port.ok_or((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT))?)
+                }
                 p if p <= ofp::OFPP_MAX => PacketOutTarget::Port(p),
                 _ => return Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT)),
             }),
@@ -255,7 +288,10 @@ pub fn packet_in(pin: &DpPacketIn) -> ofp::PacketIn {
         reason: ofp::OFPR_NO_MATCH,
         table_id: 0,
         cookie: u64::MAX,
-        match_: Match::new().with(Oxm::InPort(pin.in_port)).with(Oxm::TunnelId { id: pin.vnet as u64, mask: None }),
+        match_: Match::new().with(Oxm::InPort(pin.in_port)).with(Oxm::TunnelId {
+            id: pin.vnet as u64,
+            mask: None,
+        }),
         data: pin.data.clone(),
     }
 }
@@ -291,9 +327,14 @@ mod test {
     #[test]
     fn add_becomes_a_flow() {
         let out = vec![Instruction::ApplyActions(vec![Action::output(3)])];
-        let FlowOp::Add(f) = flow_mod(&fm(ofp::OFPFC_ADD, m(), out), |_| true).unwrap() else { panic!() };
+        let FlowOp::Add(f) = flow_mod(&fm(ofp::OFPFC_ADD, m(), out), |_| true).unwrap() else {
+            panic!()
+        };
         assert_eq!(f.key, FlowKey { vnet: 5, mac: MAC });
-        assert_eq!((f.out_port, f.priority, f.cookie, f.idle_timeout), (Some(3), 100, 7, 30));
+        assert_eq!(
+            (f.out_port, f.priority, f.cookie, f.idle_timeout),
+            (Some(3), 100, 7, 30)
+        );
         // And back: flow stats carry the same match and action.
         let s = flow_stats(&f);
         assert_eq!(s.match_, m());
@@ -303,26 +344,47 @@ mod test {
     #[test]
     fn unsupported_requests_are_openflow_errors() {
         let out = vec![Instruction::ApplyActions(vec![Action::output(3)])];
-        assert_eq!(flow_mod(&fm(ofp::OFPFC_ADD, m(), out.clone()), |_| false), Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT)));
+        assert_eq!(
+            flow_mod(&fm(ofp::OFPFC_ADD, m(), out.clone()), |_| false),
+            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT))
+        );
         let ip = Match::new().with(Oxm::EthType(0x0800));
-        assert_eq!(flow_mod(&fm(ofp::OFPFC_ADD, ip, out.clone()), |_| true), Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_FIELD)));
+        assert_eq!(
+            flow_mod(&fm(ofp::OFPFC_ADD, ip, out.clone()), |_| true),
+            Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_FIELD))
+        );
         let two = vec![Instruction::ApplyActions(vec![Action::output(3), Action::output(4)])];
-        assert_eq!(flow_mod(&fm(ofp::OFPFC_ADD, m(), two), |_| true), Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_TOO_MANY)));
+        assert_eq!(
+            flow_mod(&fm(ofp::OFPFC_ADD, m(), two), |_| true),
+            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_TOO_MANY))
+        );
         let mut bad_table = fm(ofp::OFPFC_ADD, m(), out);
         bad_table.table_id = 3;
-        assert_eq!(flow_mod(&bad_table, |_| true), Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_TABLE_ID)));
+        assert_eq!(
+            flow_mod(&bad_table, |_| true),
+            Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_TABLE_ID))
+        );
     }
 
     #[test]
     fn table_miss_and_delete() {
         let miss = vec![Instruction::ApplyActions(vec![Action::output(ofp::OFPP_CONTROLLER)])];
-        assert_eq!(flow_mod(&fm(ofp::OFPFC_ADD, Match::new(), miss), |_| true), Ok(FlowOp::TableMiss));
+        assert_eq!(
+            flow_mod(&fm(ofp::OFPFC_ADD, Match::new(), miss), |_| true),
+            Ok(FlowOp::TableMiss)
+        );
         let mut del = fm(ofp::OFPFC_DELETE, Match::new(), vec![]);
         del.table_id = ofp::OFPTT_ALL;
         del.out_port = 9;
         assert_eq!(
             flow_mod(&del, |_| true),
-            Ok(FlowOp::Delete { filter: FlowFilter { out_port: Some(9), ..Default::default() }, strict: None })
+            Ok(FlowOp::Delete {
+                filter: FlowFilter {
+                    out_port: Some(9),
+                    ..Default::default()
+                },
+                strict: None
+            })
         );
     }
 
@@ -331,9 +393,15 @@ mod test {
         let po = ofp::PacketOut {
             buffer_id: ofp::OFP_NO_BUFFER,
             in_port: ofp::OFPP_CONTROLLER,
-            actions: vec![Action::SetField(Oxm::TunnelId { id: 4, mask: None }), Action::output(ofp::OFPP_FLOOD)],
+            actions: vec![
+                Action::SetField(Oxm::TunnelId { id: 4, mask: None }),
+                Action::output(ofp::OFPP_FLOOD),
+            ],
             data: vec![0; 60],
         };
-        assert_eq!(packet_out_targets(&po), Ok(vec![PacketOutTarget::Flood { vnet: 4, in_port: None }]));
+        assert_eq!(
+            packet_out_targets(&po),
+            Ok(vec![PacketOutTarget::Flood { vnet: 4, in_port: None }])
+        );
     }
 }

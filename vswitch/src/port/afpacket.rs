@@ -48,7 +48,13 @@ impl AfPacketPort {
         // Protocol 0 at creation: nothing is queued until bind() names the interface, so no
         // frame of another interface slips in between.
         // SAFETY: plain socket(2) call; the fd is owned right away.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -77,7 +83,11 @@ impl AfPacketPort {
             return Err(io::Error::last_os_error());
         }
         sys::set_up(ifname)?;
-        Ok(AfPacketPort { fd, ifname: ifname.to_string(), ifindex })
+        Ok(AfPacketPort {
+            fd,
+            ifname: ifname.to_string(),
+            ifindex,
+        })
     }
 }
 
@@ -90,24 +100,45 @@ impl PortIo for AfPacketPort {
         let start = RX_HEADROOM - vnet_hdr::LEN;
         let room = &mut buf[start..];
         // SAFETY: room is a valid writable buffer of the given length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), room.as_mut_ptr() as *mut libc::c_void, room.len(), libc::MSG_TRUNC) };
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                room.as_mut_ptr() as *mut libc::c_void,
+                room.len(),
+                libc::MSG_TRUNC,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
         if n > room.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame larger than the receive buffer"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "frame larger than the receive buffer",
+            ));
         }
-        let vnet = VnetHdr::parse(&room[..n]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
-        Ok(RxFrame { vnet, offset: RX_HEADROOM, len: n - vnet_hdr::LEN })
+        let vnet = VnetHdr::parse(&room[..n])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
+        Ok(RxFrame {
+            vnet,
+            offset: RX_HEADROOM,
+            len: n - vnet_hdr::LEN,
+        })
     }
 
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         let mut hdr = [0u8; vnet_hdr::LEN];
         vnet.emit(&mut hdr);
         let iov = [
-            libc::iovec { iov_base: hdr.as_ptr() as *mut libc::c_void, iov_len: hdr.len() },
-            libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() },
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
         ];
         // SAFETY: both iovecs point at live buffers of the stated lengths; writev only reads them.
         let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };

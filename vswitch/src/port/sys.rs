@@ -18,7 +18,10 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name must be 1-15 bytes"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name must be 1-15 bytes",
+        ));
     }
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -130,7 +133,10 @@ pub fn iface_with_ipv4(ip: std::net::Ipv4Addr) -> io::Result<Option<String>> {
 
 /// Format a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -158,7 +164,10 @@ mod test {
 
     #[test]
     fn finds_loopback_by_address() {
-        assert_eq!(iface_with_ipv4(std::net::Ipv4Addr::LOCALHOST).unwrap().as_deref(), Some("lo"));
+        assert_eq!(
+            iface_with_ipv4(std::net::Ipv4Addr::LOCALHOST).unwrap().as_deref(),
+            Some("lo")
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ impl TapPort {
     pub fn create(name: &str) -> io::Result<TapPort> {
         let iface = Iface::without_packet_info(name, Mode::Tap)?;
         if iface.name() != name {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("kernel named the tap {:?}", iface.name())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("kernel named the tap {:?}", iface.name()),
+            ));
         }
         sys::set_nonblocking(iface.as_raw_fd())?;
         sys::set_up(name)?;
@@ -41,7 +44,11 @@ impl PortIo for TapPort {
             // A tap read of 0 means the device is gone (or detached), not an empty frame.
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "tap returned end of file"));
         }
-        Ok(RxFrame { vnet: VnetHdr::default(), offset: RX_HEADROOM, len: n })
+        Ok(RxFrame {
+            vnet: VnetHdr::default(),
+            offset: RX_HEADROOM,
+            len: n,
+        })
     }
 
     fn send(&self, _vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {

@@ -55,7 +55,12 @@ pub fn decap(packet: &[u8]) -> Result<Decapped, DecapError> {
     if total - start < 14 {
         return Err(DecapError::ShortInner);
     }
-    Ok(Decapped { src, dst, key: repr.key.unwrap_or(0), inner: start..total })
+    Ok(Decapped {
+        src,
+        dst,
+        key: repr.key.unwrap_or(0),
+        inner: start..total,
+    })
 }
 
 #[cfg(test)]
@@ -64,7 +69,28 @@ mod test {
 
     fn ipv4_gre(gre_and_payload: &[u8]) -> Vec<u8> {
         let total = 20 + gre_and_payload.len();
-        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 47, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            47,
+            0,
+            0,
+            198,
+            18,
+            0,
+            1,
+            198,
+            18,
+            0,
+            2,
+        ];
         p.extend_from_slice(gre_and_payload);
         p
     }
@@ -93,8 +119,14 @@ mod test {
         let mut g = vec![0x20, 0, 0x08, 0x00, 0, 0, 0, 7];
         g.extend_from_slice(&[0; 20]);
         assert_eq!(decap(&ipv4_gre(&g)), Err(DecapError::NotEthernet(0x0800)));
-        assert_eq!(decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0])), Err(DecapError::Gre(GreError::Truncated { have: 6, need: 8 })));
-        assert_eq!(decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 1, 1, 2])), Err(DecapError::ShortInner));
+        assert_eq!(
+            decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0])),
+            Err(DecapError::Gre(GreError::Truncated { have: 6, need: 8 }))
+        );
+        assert_eq!(
+            decap(&ipv4_gre(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 1, 1, 2])),
+            Err(DecapError::ShortInner)
+        );
         let mut udp = ipv4_gre(&[0; 30]);
         udp[9] = 17;
         assert_eq!(decap(&udp), Err(DecapError::NotGre));

@@ -19,7 +19,11 @@ pub struct GreSocket {
 impl GreSocket {
     /// Open the socket, sending from `local` (the host's underlay address).
     pub fn open(local: Ipv4Addr) -> io::Result<GreSocket> {
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(cloudrack_wire::gre::IPPROTO_GRE)))?;
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(cloudrack_wire::gre::IPPROTO_GRE)),
+        )?;
         sock.set_nonblocking(true)?;
         sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
         let _ = sock.set_recv_buffer_size(8 << 20);
@@ -48,14 +52,22 @@ impl GreSocket {
     /// Send one GRE packet (header + inner frame) to `remote`, without copying them together.
     pub fn send(&self, remote: Ipv4Addr, gre_header: &[u8], frame: &[u8]) -> io::Result<()> {
         let to = SockAddr::from(SocketAddrV4::new(remote, 0));
-        self.sock.send_to_vectored(&[IoSlice::new(gre_header), IoSlice::new(frame)], &to)?;
+        self.sock
+            .send_to_vectored(&[IoSlice::new(gre_header), IoSlice::new(frame)], &to)?;
         Ok(())
     }
 
     /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of its length.
-        let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {

@@ -67,7 +67,10 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
     fn check(&self) -> Result<(), GreError> {
         let data = self.buffer.as_ref();
         if data.len() < BASE_LEN {
-            return Err(GreError::Truncated { have: data.len(), need: BASE_LEN });
+            return Err(GreError::Truncated {
+                have: data.len(),
+                need: BASE_LEN,
+            });
         }
         let word = self.flags_version();
         let version = (word & VERSION_MASK) as u8;
@@ -103,11 +106,7 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
     /// Header length implied by the flags: 4, plus 4 for each of C, K, S.
     pub fn header_len(&self) -> usize {
         let flags = self.flags();
-        BASE_LEN
-            + 4 * [FLAG_C, FLAG_K, FLAG_S]
-                .iter()
-                .filter(|f| flags & **f != 0)
-                .count()
+        BASE_LEN + 4 * [FLAG_C, FLAG_K, FLAG_S].iter().filter(|f| flags & **f != 0).count()
     }
 
     fn word_at(&self, offset: usize) -> u32 {
@@ -161,7 +160,12 @@ pub struct GreRepr {
 impl GreRepr {
     /// The header Cloud Rack sends: Ethernet payload, keyed with the virtual network id.
     pub fn keyed_ethernet(key: u32) -> Self {
-        GreRepr { protocol: PROTO_TEB, key: Some(key), sequence: None, checksum: false }
+        GreRepr {
+            protocol: PROTO_TEB,
+            key: Some(key),
+            sequence: None,
+            checksum: false,
+        }
     }
 
     /// Parse a checked packet; a present checksum must verify.
@@ -289,7 +293,12 @@ mod test {
 
     #[test]
     fn checksum_key_sequence_round_trip() {
-        let repr = GreRepr { protocol: PROTO_TEB, key: Some(0x01020304), sequence: Some(7), checksum: true };
+        let repr = GreRepr {
+            protocol: PROTO_TEB,
+            key: Some(0x01020304),
+            sequence: Some(7),
+            checksum: true,
+        };
         let mut buf = vec![0u8; repr.header_len() + 5];
         buf[16..].copy_from_slice(b"hello");
         assert_eq!(repr.emit(&mut buf), 16);
@@ -305,7 +314,12 @@ mod test {
     fn checksum_value_is_rfc1071() {
         // C+K header (0xa000, 0x6558), key 0, payload 0x0001: sum = a000+6558+0001 = 10559 ->
         // 0559+1 = 055a, complement = faa5.
-        let repr = GreRepr { protocol: PROTO_TEB, key: Some(0), sequence: None, checksum: true };
+        let repr = GreRepr {
+            protocol: PROTO_TEB,
+            key: Some(0),
+            sequence: None,
+            checksum: true,
+        };
         let mut buf = [0u8; 14];
         buf[12..].copy_from_slice(&[0x00, 0x01]);
         repr.emit(&mut buf);
@@ -314,7 +328,12 @@ mod test {
 
     #[test]
     fn wrong_checksum_is_rejected() {
-        let repr = GreRepr { protocol: PROTO_TEB, key: Some(9), sequence: None, checksum: true };
+        let repr = GreRepr {
+            protocol: PROTO_TEB,
+            key: Some(9),
+            sequence: None,
+            checksum: true,
+        };
         let mut buf = vec![0u8; 12 + 3];
         repr.emit(&mut buf);
         buf[14] ^= 0x40;
@@ -333,7 +352,10 @@ mod test {
     fn routing_bit_is_rejected_without_panic() {
         // R (0x4000) is what crashes pnet's parser; we refuse it.
         let bytes = [0x40, 0x00, 0x65, 0x58, 0, 0, 0, 0];
-        assert_eq!(GrePacket::new_checked(&bytes[..]).unwrap_err(), GreError::UnsupportedFlags(0x4000));
+        assert_eq!(
+            GrePacket::new_checked(&bytes[..]).unwrap_err(),
+            GreError::UnsupportedFlags(0x4000)
+        );
     }
 
     #[test]

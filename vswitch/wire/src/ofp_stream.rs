@@ -13,7 +13,10 @@ pub const MAX_MESSAGE: usize = 65_535;
 pub enum Incoming {
     Message(Message),
     /// A whole message that did not decode; its raw bytes (for an OFPET_BAD_REQUEST reply).
-    Malformed { raw: Vec<u8>, error: OfpError },
+    Malformed {
+        raw: Vec<u8>,
+        error: OfpError,
+    },
 }
 
 pub struct MsgReader<R: Read> {
@@ -24,7 +27,11 @@ pub struct MsgReader<R: Read> {
 
 impl<R: Read> MsgReader<R> {
     pub fn new(inner: R) -> Self {
-        MsgReader { inner, buf: vec![0; MAX_MESSAGE * 2], filled: 0 }
+        MsgReader {
+            inner,
+            buf: vec![0; MAX_MESSAGE * 2],
+            filled: 0,
+        }
     }
 
     pub fn get_ref(&self) -> &R {
@@ -42,7 +49,10 @@ impl<R: Read> MsgReader<R> {
                     let raw = &self.buf[..len];
                     let out = match Message::decode(raw) {
                         Ok(m) => Incoming::Message(m),
-                        Err(error) => Incoming::Malformed { raw: raw.to_vec(), error },
+                        Err(error) => Incoming::Malformed {
+                            raw: raw.to_vec(),
+                            error,
+                        },
                     };
                     self.buf.copy_within(len..self.filled, 0);
                     self.filled -= len;

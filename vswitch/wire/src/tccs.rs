@@ -260,10 +260,7 @@ impl TccsMsg {
                 out.extend_from_slice(&[0; 4]);
             }
             TccsMsg::MigrationNotify {
-                vnet,
-                mac,
-                dst_dpid,
-                ..
+                vnet, mac, dst_dpid, ..
             } => {
                 out.extend_from_slice(&vnet.to_be_bytes());
                 out.extend_from_slice(&dst_dpid.to_be_bytes());
@@ -423,8 +420,7 @@ mod tests {
             underlay_mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         };
         let bytes = [
-            1, 0, 0, 0, 192, 168, 10, 1, 0, 0, 2, 0, 0, 0, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56,
-            0, 0,
+            1, 0, 0, 0, 192, 168, 10, 1, 0, 0, 2, 0, 0, 0, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0,
         ];
         assert_eq!(msg.encode(), bytes);
         assert_eq!(TccsMsg::decode(TCCS_REGISTER, &bytes), Ok(msg));
@@ -440,8 +436,7 @@ mod tests {
             idle_timeout_s: 300,
         };
         let add_bytes = [
-            1, 0, 0, 0, 10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 1, 0, 0, 0, 1, 0x2c,
-            0, 0, 0, 0,
+            1, 0, 0, 0, 10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 1, 0, 0, 0, 1, 0x2c, 0, 0, 0, 0,
         ];
         assert_eq!(add.encode(), add_bytes);
         assert_eq!(TccsMsg::decode(TCCS_TUNNEL_ADD, &add_bytes), Ok(add));
@@ -464,10 +459,7 @@ mod tests {
             key: 5,
             port_no: 0x100,
         };
-        assert_eq!(
-            del.encode(),
-            [1, 0, 0, 0, 10, 0, 0, 2, 0, 0, 0, 5, 0, 0, 1, 0]
-        );
+        assert_eq!(del.encode(), [1, 0, 0, 0, 10, 0, 0, 2, 0, 0, 0, 5, 0, 0, 1, 0]);
 
         let idle = TccsMsg::TunnelIdle {
             remote_ip: Ipv4Addr::new(10, 0, 0, 2),
@@ -483,14 +475,8 @@ mod tests {
 
     #[test]
     fn port_vnet_and_migration_layouts() {
-        let pv = TccsMsg::PortVnet {
-            port_no: 3,
-            vnet: 42,
-        };
-        assert_eq!(
-            pv.encode(),
-            [1, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 42, 0, 0, 0, 0]
-        );
+        let pv = TccsMsg::PortVnet { port_no: 3, vnet: 42 };
+        assert_eq!(pv.encode(), [1, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 42, 0, 0, 0, 0]);
         let mig = TccsMsg::MigrationNotify {
             vnet: 42,
             mac: [2, 0, 0, 0, 0, 9],
@@ -505,41 +491,23 @@ mod tests {
 
     #[test]
     fn errors() {
-        let pv = TccsMsg::PortVnet {
-            port_no: 3,
-            vnet: 42,
-        }
-        .encode();
-        assert_eq!(
-            TccsMsg::decode(TCCS_PORT_VNET, &pv[..15]),
-            Err(TccsError::Truncated)
-        );
-        assert_eq!(
-            TccsMsg::decode(TCCS_REGISTER, &[]),
-            Err(TccsError::Truncated)
-        );
+        let pv = TccsMsg::PortVnet { port_no: 3, vnet: 42 }.encode();
+        assert_eq!(TccsMsg::decode(TCCS_PORT_VNET, &pv[..15]), Err(TccsError::Truncated));
+        assert_eq!(TccsMsg::decode(TCCS_REGISTER, &[]), Err(TccsError::Truncated));
         assert_eq!(TccsMsg::decode(99, &pv), Err(TccsError::UnknownType(99)));
         let mut v0 = pv.clone();
         v0[0] = 0;
-        assert_eq!(
-            TccsMsg::decode(TCCS_PORT_VNET, &v0),
-            Err(TccsError::BadVersion(0))
-        );
+        assert_eq!(TccsMsg::decode(TCCS_PORT_VNET, &v0), Err(TccsError::BadVersion(0)));
     }
 
     #[test]
     fn forward_compatible_decode() {
         // A version-2 record with reserved bits set and an appended field still decodes.
-        let mut future = vec![
-            2, 0xfe, 0xff, 0xff, 0, 0, 0, 3, 0, 0, 0, 42, 0xff, 0xff, 0xff, 0xff,
-        ];
+        let mut future = vec![2, 0xfe, 0xff, 0xff, 0, 0, 0, 3, 0, 0, 0, 42, 0xff, 0xff, 0xff, 0xff];
         future.extend_from_slice(&[9; 8]);
         assert_eq!(
             TccsMsg::decode(TCCS_PORT_VNET, &future),
-            Ok(TccsMsg::PortVnet {
-                port_no: 3,
-                vnet: 42
-            })
+            Ok(TccsMsg::PortVnet { port_no: 3, vnet: 42 })
         );
         // Unknown flag bits of a report are ignored.
         let mut report = TccsMsg::TunnelReport {
@@ -554,19 +522,13 @@ mod tests {
         report[1] = 0x80;
         assert!(matches!(
             TccsMsg::decode(TCCS_TUNNEL_REPORT, &report),
-            Ok(TccsMsg::TunnelReport {
-                is_static: false,
-                ..
-            })
+            Ok(TccsMsg::TunnelReport { is_static: false, .. })
         ));
     }
 
     #[test]
     fn body_wrapping() {
-        let msg = TccsMsg::PortVnet {
-            port_no: 3,
-            vnet: 42,
-        };
+        let msg = TccsMsg::PortVnet { port_no: 3, vnet: 42 };
         let body = msg.to_body();
         assert_eq!(TccsMsg::from_body(&body), Some(Ok(msg.clone())));
         assert_eq!(msg.to_message(9).xid, 9);
@@ -582,9 +544,6 @@ mod tests {
             exp_type: 1000,
             data: vec![],
         };
-        assert_eq!(
-            TccsMsg::from_body(&unknown),
-            Some(Err(TccsError::UnknownType(1000)))
-        );
+        assert_eq!(TccsMsg::from_body(&unknown), Some(Err(TccsError::UnknownType(1000))));
     }
 }

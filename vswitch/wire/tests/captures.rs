@@ -132,10 +132,7 @@ fn tcp_segment(ip: &[u8]) -> Option<Segment> {
 fn reassemble(segments: &[Segment]) -> Vec<u8> {
     let base = match segments.iter().find(|s| s.syn) {
         Some(syn) => syn.seq.wrapping_add(1),
-        None => segments
-            .iter()
-            .find(|s| !s.payload.is_empty())
-            .map_or(0, |s| s.seq),
+        None => segments.iter().find(|s| !s.payload.is_empty()).map_or(0, |s| s.seq),
     };
     let mut pieces: Vec<(usize, &[u8])> = segments
         .iter()
@@ -149,11 +146,7 @@ fn reassemble(segments: &[Segment]) -> Vec<u8> {
         let end = off + data.len();
         // A retransmission must repeat what was already seen.
         let overlap = end.min(stream.len()) - off;
-        assert_eq!(
-            &stream[off..off + overlap],
-            &data[..overlap],
-            "retransmission differs"
-        );
+        assert_eq!(&stream[off..off + overlap], &data[..overlap], "retransmission differs");
         stream.extend_from_slice(&data[overlap..]);
     }
     stream
@@ -262,9 +255,7 @@ fn unexpected_raw_parts(msg: &Message) -> Vec<String> {
         for i in insts {
             match i {
                 Instruction::Unknown { .. } => found.push(format!("raw instruction {i:?}")),
-                Instruction::ApplyActions(a) | Instruction::WriteActions(a) => {
-                    check_actions(a, found)
-                }
+                Instruction::ApplyActions(a) | Instruction::WriteActions(a) => check_actions(a, found),
                 _ => {}
             }
         }
@@ -291,9 +282,7 @@ fn unexpected_raw_parts(msg: &Message) -> Vec<String> {
             MultipartRequestBody::Unknown { typ, .. } if !UNMODELLED_MULTIPART.contains(typ) => {
                 found.push(format!("raw multipart request of type {typ}"))
             }
-            MultipartRequestBody::Flow(r) | MultipartRequestBody::Aggregate(r) => {
-                check_match(&r.match_, &mut found)
-            }
+            MultipartRequestBody::Flow(r) | MultipartRequestBody::Aggregate(r) => check_match(&r.match_, &mut found),
             _ => {}
         },
         Body::MultipartReply { body, .. } => match body {
@@ -318,15 +307,11 @@ fn unexpected_raw_parts(msg: &Message) -> Vec<String> {
 fn decode_all(name: &str) -> Vec<(Captured, Message)> {
     let mut out = Vec::new();
     for cap in captured_messages(name) {
-        let msg = Message::decode(&cap.bytes)
-            .unwrap_or_else(|e| panic!("{name}: cannot decode {:02x?}: {e}", cap.bytes));
+        let msg =
+            Message::decode(&cap.bytes).unwrap_or_else(|e| panic!("{name}: cannot decode {:02x?}: {e}", cap.bytes));
         let raw = unexpected_raw_parts(&msg);
         assert!(raw.is_empty(), "{name}: {raw:?} in {msg:?}");
-        assert_eq!(
-            msg.encode(),
-            cap.bytes,
-            "{name}: re-encoding differs for {msg:?}"
-        );
+        assert_eq!(msg.encode(), cap.bytes, "{name}: re-encoding differs for {msg:?}");
         assert_eq!(msg.try_encode().as_ref(), Ok(&cap.bytes));
         assert_eq!(msg.msg_type(), cap.bytes[1]);
         out.push((cap, msg));
@@ -507,9 +492,7 @@ fn osken_session_semantics() {
     let statuses: Vec<(u8, u32, u32, String)> = msgs
         .iter()
         .filter_map(|(_, m)| match &m.body {
-            Body::PortStatus { reason, desc } => {
-                Some((*reason, desc.port_no, desc.state, desc.name()))
-            }
+            Body::PortStatus { reason, desc } => Some((*reason, desc.port_no, desc.state, desc.name())),
             _ => None,
         })
         .collect();
@@ -633,10 +616,7 @@ fn ovs_ofctl_session_semantics() {
             (0, None, None, 12, 944),
         ]
     );
-    assert_eq!(
-        (flows[0].duration_sec, flows[0].duration_nsec / 1_000_000),
-        (2, 49)
-    );
+    assert_eq!((flows[0].duration_sec, flows[0].duration_nsec / 1_000_000), (2, 49));
     assert_eq!(
         flows[2].instructions,
         vec![Instruction::ApplyActions(vec![Action::Output {
@@ -751,10 +731,7 @@ fn check_decode(buf: &[u8]) -> bool {
 #[test]
 fn mutated_captured_messages_never_panic_and_stay_exact() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
-    for name in [
-        "openflow13-ovs31-osken.pcap",
-        "openflow13-ovs-ofctl-to-ovs31.pcap",
-    ] {
+    for name in ["openflow13-ovs31-osken.pcap", "openflow13-ovs-ofctl-to-ovs31.pcap"] {
         seeds.extend(captured_messages(name).into_iter().map(|c| c.bytes));
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -36,10 +36,7 @@ fn flow_mod_with_tunnel_id_and_eth_dst() {
             flags: OFPFF_SEND_FLOW_REM,
             match_: Match::new()
                 .with(Oxm::TunnelId { id: 5, mask: None })
-                .with(Oxm::EthDst {
-                    mac: MAC_A,
-                    mask: None,
-                }),
+                .with(Oxm::EthDst { mac: MAC_A, mask: None }),
             instructions: vec![Instruction::ApplyActions(vec![Action::output(3)])],
             ..FlowMod::default()
         }),
@@ -96,10 +93,9 @@ fn flow_stats_reply() {
             cookie: 0xabcd,
             packet_count: 42,
             byte_count: 4200,
-            match_: Match::new().with(Oxm::InPort(1)).with(Oxm::EthDst {
-                mac: MAC_A,
-                mask: None,
-            }),
+            match_: Match::new()
+                .with(Oxm::InPort(1))
+                .with(Oxm::EthDst { mac: MAC_A, mask: None }),
             instructions: vec![Instruction::ApplyActions(vec![
                 Action::SetField(Oxm::TunnelId { id: 9, mask: None }),
                 Action::output(0x100),
@@ -109,9 +105,7 @@ fn flow_stats_reply() {
         FlowStats {
             priority: 0,
             match_: Match::new(),
-            instructions: vec![Instruction::ApplyActions(vec![Action::output(
-                OFPP_CONTROLLER,
-            )])],
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(OFPP_CONTROLLER)])],
             ..FlowStats::default()
         },
     ];
@@ -190,11 +184,7 @@ fn every_modelled_message_round_trips() {
                 },
             ],
         },
-        Body::error_reply(
-            OFPET_BAD_REQUEST,
-            OFPBRC_BAD_TYPE,
-            &[4, 15, 0, 8, 0, 0, 0, 1],
-        ),
+        Body::error_reply(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, &[4, 15, 0, 8, 0, 0, 0, 1]),
         Body::EchoRequest(b"ping".to_vec()),
         Body::EchoReply(vec![]),
         Body::Experimenter {
@@ -287,10 +277,7 @@ fn every_modelled_message_round_trips() {
             mask: OFPPC_NO_FWD,
             advertise: 0,
         }),
-        Body::TableMod(TableMod {
-            table_id: 0,
-            config: 0,
-        }),
+        Body::TableMod(TableMod { table_id: 0, config: 0 }),
         Body::MultipartRequest {
             flags: 0,
             body: MultipartRequestBody::Desc,
@@ -433,10 +420,7 @@ fn all_tccs_messages() -> Vec<TccsMsg> {
             idle_timeout_s: u32::MAX,
             is_static: false,
         },
-        TccsMsg::PortVnet {
-            port_no: 3,
-            vnet: 42,
-        },
+        TccsMsg::PortVnet { port_no: 3, vnet: 42 },
         TccsMsg::MigrationNotify {
             vnet: 42,
             mac: MAC_A,
@@ -466,10 +450,7 @@ fn every_tccs_message_round_trips_through_openflow() {
         assert_eq!((bytes.len() - 16) % 8, 0, "records are 8-byte multiples");
         let decoded = Message::decode(&bytes).unwrap();
         assert_eq!(TccsMsg::from_body(&decoded.body), Some(Ok(tccs.clone())));
-        assert_eq!(
-            TccsMsg::decode(tccs.exp_type(), &tccs.encode()),
-            Ok(tccs.clone())
-        );
+        assert_eq!(TccsMsg::decode(tccs.exp_type(), &tccs.encode()), Ok(tccs.clone()));
         seen_types.push(tccs.exp_type());
     }
     seen_types.sort_unstable();
@@ -561,14 +542,7 @@ fn long_replies_are_split() {
         else {
             panic!("not a flow stats reply");
         };
-        assert_eq!(
-            *flags,
-            if i + 1 < parts.len() {
-                OFPMPF_REPLY_MORE
-            } else {
-                0
-            }
-        );
+        assert_eq!(*flags, if i + 1 < parts.len() { OFPMPF_REPLY_MORE } else { 0 });
         assert!(bytes.len() <= 65535);
         rejoined.extend(f.iter().cloned());
     }

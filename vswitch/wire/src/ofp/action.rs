@@ -67,11 +67,7 @@ pub enum Action {
 impl Action {
     /// Output to `port`; the whole packet when `port` is the controller.
     pub fn output(port: u32) -> Action {
-        let max_len = if port == OFPP_CONTROLLER {
-            OFPCML_NO_BUFFER
-        } else {
-            0
-        };
+        let max_len = if port == OFPP_CONTROLLER { OFPCML_NO_BUFFER } else { 0 };
         Action::Output { port, max_len }
     }
 
@@ -224,9 +220,7 @@ mod tests {
     #[test]
     fn output_to_controller_as_in_table_miss_flow() {
         round_trip(
-            &[
-                0, 0, 0, 16, 0xff, 0xff, 0xff, 0xfd, 0xff, 0xff, 0, 0, 0, 0, 0, 0,
-            ],
+            &[0, 0, 0, 16, 0xff, 0xff, 0xff, 0xfd, 0xff, 0xff, 0, 0, 0, 0, 0, 0],
             vec![Action::output(OFPP_CONTROLLER)],
         );
     }
@@ -259,10 +253,7 @@ mod tests {
     fn set_field_tunnel_id_is_padded_to_16() {
         // 4 (action header) + 12 (OXM) = 16: no padding needed.
         let tun = [0, 25, 0, 16, 0x80, 0x00, 0x4c, 0x08, 0, 0, 0, 0, 0, 0, 0, 5];
-        round_trip(
-            &tun,
-            vec![Action::SetField(Oxm::TunnelId { id: 5, mask: None })],
-        );
+        round_trip(&tun, vec![Action::SetField(Oxm::TunnelId { id: 5, mask: None })]);
         // 4 + 10 (ETH_DST) = 14, padded to 16.
         let eth = [0, 25, 0, 16, 0x80, 0x00, 0x06, 0x06, 2, 0, 0, 0, 0, 1, 0, 0];
         round_trip(
@@ -277,9 +268,7 @@ mod tests {
     #[test]
     fn experimenter_and_unknown() {
         round_trip(
-            &[
-                0xff, 0xff, 0, 16, 0x00, 0x00, 0x23, 0x20, 0, 1, 2, 3, 4, 5, 6, 7,
-            ],
+            &[0xff, 0xff, 0, 16, 0x00, 0x00, 0x23, 0x20, 0, 1, 2, 3, 4, 5, 6, 7],
             vec![Action::Experimenter {
                 experimenter: 0x2320,
                 data: vec![0, 1, 2, 3, 4, 5, 6, 7],

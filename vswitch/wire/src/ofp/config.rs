@@ -98,11 +98,7 @@ impl AsyncConfig {
     }
 
     pub(crate) fn encode(&self, w: &mut Writer) {
-        for mask in [
-            self.packet_in_mask,
-            self.port_status_mask,
-            self.flow_removed_mask,
-        ] {
+        for mask in [self.packet_in_mask, self.port_status_mask, self.flow_removed_mask] {
             w.u32(mask[0]);
             w.u32(mask[1]);
         }

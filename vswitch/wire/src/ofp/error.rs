@@ -44,9 +44,7 @@ impl OfpError {
     /// The OFPT_ERROR (type, code) a switch should answer a request that failed to decode with.
     pub fn ofp_error_code(&self) -> (u16, u16) {
         match self {
-            OfpError::Truncated | OfpError::BadLength | OfpError::TooLong => {
-                (OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)
-            }
+            OfpError::Truncated | OfpError::BadLength | OfpError::TooLong => (OFPET_BAD_REQUEST, OFPBRC_BAD_LEN),
             OfpError::BadVersion(_) => (OFPET_BAD_REQUEST, OFPBRC_BAD_VERSION),
             OfpError::BadMatchType(_) => (OFPET_BAD_MATCH, OFPBMC_BAD_TYPE),
             OfpError::BadMatchLength | OfpError::BadOxmLength => (OFPET_BAD_MATCH, OFPBMC_BAD_LEN),
@@ -210,9 +208,6 @@ mod tests {
         assert_eq!(OfpError::BadOxmLength.ofp_error_code(), (4, 1));
         assert_eq!(OfpError::BadActionLength.ofp_error_code(), (2, 1));
         assert_eq!(OfpError::BadInstructionLength.ofp_error_code(), (3, 7));
-        assert_eq!(
-            OfpError::BadVersion(5).to_string(),
-            "unsupported OpenFlow version 0x05"
-        );
+        assert_eq!(OfpError::BadVersion(5).to_string(), "unsupported OpenFlow version 0x05");
     }
 }

@@ -179,10 +179,9 @@ mod tests {
         let bytes = [
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // cookie, cookie_mask
             0, 0, 0, 0, 0, 0, 0, 1, // table, command, idle, hard, priority
-            0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, // buffer, ports, flags
-            0, 1, 0, 0x16, 0x80, 0, 0, 4, 0, 0, 0, 2, 0x80, 0, 6, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0, 4,
-            0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 0xff, 0xe5, 0, 0, 0, 0, 0, 0,
+            0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // buffer, ports, flags
+            0, 1, 0, 0x16, 0x80, 0, 0, 4, 0, 0, 0, 2, 0x80, 0, 6, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0x18, 0, 0, 0, 0,
+            0, 0, 0, 0x10, 0, 0, 0, 1, 0xff, 0xe5, 0, 0, 0, 0, 0, 0,
         ];
         let fm = FlowMod::decode(&mut Reader::new(&bytes)).unwrap();
         let expected = FlowMod {

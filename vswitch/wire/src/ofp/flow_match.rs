@@ -30,9 +30,7 @@ impl Match {
 
     /// The first field with this class and field number.
     pub fn get(&self, class: u16, field: u8) -> Option<&Oxm> {
-        self.fields
-            .iter()
-            .find(|f| f.class() == class && f.field() == field)
+        self.fields.iter().find(|f| f.class() == class && f.field() == field)
     }
 
     pub fn in_port(&self) -> Option<u32> {
@@ -142,8 +140,8 @@ mod tests {
     fn in_port_and_eth_dst_as_sent_by_os_ken() {
         // From the captured FLOW_MOD: length 0x16 = 4 + 8 + 10, then 2 bytes of padding.
         let bytes = [
-            0x00, 0x01, 0x00, 0x16, 0x80, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x02, 0x80, 0x00,
-            0x06, 0x06, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x01, 0x00, 0x16, 0x80, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x02, 0x80, 0x00, 0x06, 0x06, 0x02, 0x00,
+            0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
         ];
         let m = Match::from_bytes(&bytes).unwrap();
         assert_eq!(m.in_port(), Some(2));
@@ -164,10 +162,7 @@ mod tests {
                 id: 5,
                 mask: Some(0xff),
             })
-            .with(Oxm::Metadata {
-                value: 7,
-                mask: None,
-            })
+            .with(Oxm::Metadata { value: 7, mask: None })
             .with(Oxm::EthType(0x0800));
         assert_eq!(m.tunnel_id(), None);
         assert_eq!(m.metadata(), Some(7));

@@ -88,18 +88,9 @@ mod tests {
         assert_eq!(frame_len(&[4, 0, 0, 8, 0, 0, 0]), Ok(None));
         assert_eq!(frame_len(&[4, 0, 0, 8, 0, 0, 0, 1]), Ok(Some(8)));
         // Only the header is needed; the body may still be in flight.
-        assert_eq!(
-            frame_len(&[4, 14, 0x01, 0x00, 0, 0, 0, 1, 0]),
-            Ok(Some(256))
-        );
-        assert_eq!(
-            frame_len(&[4, 0, 0, 7, 0, 0, 0, 1]),
-            Err(OfpError::BadLength)
-        );
-        assert_eq!(
-            frame_len(&[4, 0, 0, 0, 0, 0, 0, 1]),
-            Err(OfpError::BadLength)
-        );
+        assert_eq!(frame_len(&[4, 14, 0x01, 0x00, 0, 0, 0, 1, 0]), Ok(Some(256)));
+        assert_eq!(frame_len(&[4, 0, 0, 7, 0, 0, 0, 1]), Err(OfpError::BadLength));
+        assert_eq!(frame_len(&[4, 0, 0, 0, 0, 0, 0, 1]), Err(OfpError::BadLength));
     }
 
     #[test]

@@ -20,11 +20,7 @@ pub enum HelloElement {
 impl HelloElement {
     /// A bitmap element advertising exactly `versions`.
     pub fn version_bitmap(versions: &[u8]) -> HelloElement {
-        let words = versions
-            .iter()
-            .map(|v| usize::from(*v) / 32 + 1)
-            .max()
-            .unwrap_or(0);
+        let words = versions.iter().map(|v| usize::from(*v) / 32 + 1).max().unwrap_or(0);
         let mut bitmap = vec![0u32; words];
         for v in versions {
             if let Some(word) = bitmap.get_mut(usize::from(*v) / 32) {
@@ -42,9 +38,7 @@ impl HelloElement {
             if len < 4 {
                 return Err(OfpError::BadHelloElementLength);
             }
-            let raw = r
-                .bytes(len + pad8(len))
-                .map_err(|_| OfpError::BadHelloElementLength)?;
+            let raw = r.bytes(len + pad8(len)).map_err(|_| OfpError::BadHelloElementLength)?;
             let mut er = Reader::new(raw);
             let typ = er.u16()?;
             er.skip(2)?;
@@ -100,21 +94,13 @@ pub fn bitmap_has_version(bitmap: &[u32], v: u8) -> bool {
 
 /// Version negotiation (spec 6.3.1): with a peer bitmap, the highest version both sides list;
 /// without one, the lower of the peer's header version and our highest, if we support it.
-pub fn negotiate_version(
-    peer_version: u8,
-    peer_elements: &[HelloElement],
-    ours: &[u8],
-) -> Option<u8> {
+pub fn negotiate_version(peer_version: u8, peer_elements: &[HelloElement], ours: &[u8]) -> Option<u8> {
     let peer_bitmap = peer_elements.iter().find_map(|e| match e {
         HelloElement::VersionBitmap(words) => Some(words),
         HelloElement::Unknown { .. } => None,
     });
     match peer_bitmap {
-        Some(words) => ours
-            .iter()
-            .copied()
-            .filter(|v| bitmap_has_version(words, *v))
-            .max(),
+        Some(words) => ours.iter().copied().filter(|v| bitmap_has_version(words, *v)).max(),
         None => {
             let candidate = peer_version.min(ours.iter().copied().max()?);
             ours.contains(&candidate).then_some(candidate)

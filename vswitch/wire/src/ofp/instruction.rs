@@ -175,9 +175,7 @@ mod tests {
                 0x00, 0x04, 0x00, 0x18, 0, 0, 0, 0, // apply-actions, 24 bytes
                 0x00, 0x00, 0x00, 0x10, 0xff, 0xff, 0xff, 0xfd, 0xff, 0xff, 0, 0, 0, 0, 0, 0,
             ],
-            vec![Instruction::ApplyActions(vec![Action::output(
-                OFPP_CONTROLLER,
-            )])],
+            vec![Instruction::ApplyActions(vec![Action::output(OFPP_CONTROLLER)])],
         );
     }
 
@@ -186,8 +184,8 @@ mod tests {
         round_trip(
             &[
                 0, 1, 0, 8, 3, 0, 0, 0, // goto table 3
-                0, 2, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 5,
-                0, 8, 0, 0, 0, 0, // clear-actions
+                0, 2, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 5, 0, 8, 0, 0, 0,
+                0, // clear-actions
                 0, 3, 0, 8, 0, 0, 0, 0, // write-actions, empty
                 0, 6, 0, 8, 0, 0, 0, 7, // meter 7
                 0xff, 0xff, 0, 8, 0, 0, 0x23, 0x20, // experimenter, no data

@@ -344,10 +344,7 @@ impl Message {
                 body: raw_body.to_vec(),
             },
         };
-        Ok(Message {
-            xid: header.xid,
-            body,
-        })
+        Ok(Message { xid: header.xid, body })
     }
 
     pub fn msg_type(&self) -> u8 {
@@ -373,10 +370,7 @@ impl Message {
     /// Appends the encoding to `out`. Panics like [`Message::encode`].
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         if let Err(e) = self.try_encode_into(out) {
-            panic!(
-                "cannot encode OpenFlow message type {}: {e}",
-                self.msg_type()
-            );
+            panic!("cannot encode OpenFlow message type {}: {e}", self.msg_type());
         }
     }
 
@@ -458,9 +452,8 @@ mod tests {
     #[test]
     fn features_reply_from_ovs() {
         let m = round_trip(&[
-            0x04, 0x06, 0x00, 0x20, 0xe8, 0x52, 0xcd, 0xb9, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
-            0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x4f,
-            0x00, 0x00, 0x00, 0x00,
+            0x04, 0x06, 0x00, 0x20, 0xe8, 0x52, 0xcd, 0xb9, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x00, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x4f, 0x00, 0x00, 0x00, 0x00,
         ]);
         assert_eq!(
             m,
@@ -480,18 +473,12 @@ mod tests {
 
     #[test]
     fn simple_messages() {
-        assert_eq!(
-            round_trip(&[4, 5, 0, 8, 0, 0, 0, 2]).body,
-            Body::FeaturesRequest
-        );
+        assert_eq!(round_trip(&[4, 5, 0, 8, 0, 0, 0, 2]).body, Body::FeaturesRequest);
         assert_eq!(
             round_trip(&[4, 2, 0, 11, 0, 0, 0, 3, 1, 2, 3]).body,
             Body::EchoRequest(vec![1, 2, 3])
         );
-        assert_eq!(
-            round_trip(&[4, 21, 0, 8, 0, 0, 0, 4]).body,
-            Body::BarrierReply
-        );
+        assert_eq!(round_trip(&[4, 21, 0, 8, 0, 0, 0, 4]).body, Body::BarrierReply);
         assert_eq!(
             round_trip(&[4, 8, 0, 12, 0, 0, 0, 5, 0, 0, 0xff, 0xe5]).body,
             Body::GetConfigReply(SwitchConfig {
@@ -508,8 +495,7 @@ mod tests {
             }
         );
         assert_eq!(
-            round_trip(&[4, 4, 0, 18, 0, 0, 0, 7, 0, 0xc1, 0x0d, 0xac, 0, 0, 0, 1, 0xab, 0xcd])
-                .body,
+            round_trip(&[4, 4, 0, 18, 0, 0, 0, 7, 0, 0xc1, 0x0d, 0xac, 0, 0, 0, 1, 0xab, 0xcd]).body,
             Body::Experimenter {
                 experimenter: 0x00c1_0dac,
                 exp_type: 1,
@@ -583,14 +569,8 @@ mod tests {
     fn header_errors() {
         assert_eq!(Message::decode(&[]), Err(OfpError::Truncated));
         assert_eq!(Message::decode(&[4, 0, 0, 8, 0]), Err(OfpError::Truncated));
-        assert_eq!(
-            Message::decode(&[4, 0, 0, 7, 0, 0, 0, 0]),
-            Err(OfpError::BadLength)
-        );
-        assert_eq!(
-            Message::decode(&[4, 0, 0, 0, 0, 0, 0, 0]),
-            Err(OfpError::BadLength)
-        );
+        assert_eq!(Message::decode(&[4, 0, 0, 7, 0, 0, 0, 0]), Err(OfpError::BadLength));
+        assert_eq!(Message::decode(&[4, 0, 0, 0, 0, 0, 0, 0]), Err(OfpError::BadLength));
         // Length field larger than the buffer.
         assert_eq!(
             Message::decode(&[4, 2, 0, 12, 0, 0, 0, 0, 1, 2]),
@@ -601,10 +581,7 @@ mod tests {
             Message::decode(&[4, 2, 0, 8, 0, 0, 0, 0, 1, 2]),
             Err(OfpError::BadLength)
         );
-        assert_eq!(
-            Message::decode(&[1, 2, 0, 8, 0, 0, 0, 0]),
-            Err(OfpError::BadVersion(1))
-        );
+        assert_eq!(Message::decode(&[1, 2, 0, 8, 0, 0, 0, 0]), Err(OfpError::BadVersion(1)));
         assert_eq!(
             Message::decode(&[5, 14, 0, 8, 0, 0, 0, 0]),
             Err(OfpError::BadVersion(5))

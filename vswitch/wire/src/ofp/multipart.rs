@@ -152,9 +152,7 @@ impl MultipartRequestBody {
 
     pub(crate) fn encode(&self, w: &mut Writer) {
         match self {
-            MultipartRequestBody::Desc
-            | MultipartRequestBody::Table
-            | MultipartRequestBody::PortDesc => {}
+            MultipartRequestBody::Desc | MultipartRequestBody::Table | MultipartRequestBody::PortDesc => {}
             MultipartRequestBody::Flow(req) | MultipartRequestBody::Aggregate(req) => req.encode(w),
             MultipartRequestBody::PortStats { port_no } => {
                 w.u32(*port_no);
@@ -264,10 +262,7 @@ fn decode_reply_typed(typ: u16, body: &[u8]) -> Result<Option<MultipartReplyBody
 }
 
 /// Fixed-size records until the body ends; a partial last record is an error.
-fn repeated<T>(
-    r: &mut Reader,
-    decode: fn(&mut Reader) -> Result<T, OfpError>,
-) -> Result<Vec<T>, OfpError> {
+fn repeated<T>(r: &mut Reader, decode: fn(&mut Reader) -> Result<T, OfpError>) -> Result<Vec<T>, OfpError> {
     let mut out = Vec::new();
     while !r.is_empty() {
         out.push(decode(r)?);
@@ -353,25 +348,18 @@ mod tests {
     #[test]
     fn flow_stats_request_as_sent_by_ovs_ofctl() {
         let body = [
-            0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0, 0, 0,
+            0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0, 0, 0,
         ];
         let decoded = MultipartRequestBody::decode(OFPMP_FLOW, &body).unwrap();
-        assert_eq!(
-            decoded,
-            MultipartRequestBody::Flow(FlowStatsRequest::default())
-        );
+        assert_eq!(decoded, MultipartRequestBody::Flow(FlowStatsRequest::default()));
         assert_eq!(to_vec(|w| decoded.encode(w)), body);
     }
 
     #[test]
     fn simple_requests() {
-        let ps =
-            MultipartRequestBody::decode(OFPMP_PORT_STATS, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
-        assert_eq!(
-            ps,
-            Ok(MultipartRequestBody::PortStats { port_no: OFPP_ANY })
-        );
+        let ps = MultipartRequestBody::decode(OFPMP_PORT_STATS, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(ps, Ok(MultipartRequestBody::PortStats { port_no: OFPP_ANY }));
         assert_eq!(
             MultipartRequestBody::decode(OFPMP_PORT_DESC, &[]),
             Ok(MultipartRequestBody::PortDesc)
@@ -473,9 +461,7 @@ mod tests {
             MultipartReplyBody::decode(OFPMP_TABLE, &table[..23]),
             Err(OfpError::BadMultipartLength)
         );
-        let agg = [
-            0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0,
-        ];
+        let agg = [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0];
         assert_eq!(
             reply_round_trip(OFPMP_AGGREGATE, &agg),
             MultipartReplyBody::Aggregate {
@@ -489,10 +475,7 @@ mod tests {
         desc[768..771].copy_from_slice(b"sn1");
         match reply_round_trip(OFPMP_DESC, &desc) {
             MultipartReplyBody::Desc(d) => {
-                assert_eq!(
-                    (d.mfr(), d.serial(), d.dp()),
-                    ("Nici".into(), "sn1".into(), "".into())
-                )
+                assert_eq!((d.mfr(), d.serial(), d.dp()), ("Nici".into(), "sn1".into(), "".into()))
             }
             other => panic!("{other:?}"),
         }

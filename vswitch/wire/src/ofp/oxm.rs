@@ -222,15 +222,10 @@ impl Oxm {
                 &value.to_be_bytes(),
                 mask.map(u64::to_be_bytes).as_ref().map(|m| &m[..]),
             ),
-            Oxm::EthDst { mac, mask } | Oxm::EthSrc { mac, mask } => {
-                basic(w, f, mac, mask.as_ref().map(|m| &m[..]))
+            Oxm::EthDst { mac, mask } | Oxm::EthSrc { mac, mask } => basic(w, f, mac, mask.as_ref().map(|m| &m[..])),
+            Oxm::EthType(v) | Oxm::TcpSrc(v) | Oxm::TcpDst(v) | Oxm::UdpSrc(v) | Oxm::UdpDst(v) | Oxm::ArpOp(v) => {
+                basic(w, f, &v.to_be_bytes(), None)
             }
-            Oxm::EthType(v)
-            | Oxm::TcpSrc(v)
-            | Oxm::TcpDst(v)
-            | Oxm::UdpSrc(v)
-            | Oxm::UdpDst(v)
-            | Oxm::ArpOp(v) => basic(w, f, &v.to_be_bytes(), None),
             Oxm::VlanVid { vid, mask } => basic(
                 w,
                 f,
@@ -241,12 +236,9 @@ impl Oxm {
             Oxm::Ipv4Src { addr, mask }
             | Oxm::Ipv4Dst { addr, mask }
             | Oxm::ArpSpa { addr, mask }
-            | Oxm::ArpTpa { addr, mask } => basic(
-                w,
-                f,
-                &addr.octets(),
-                mask.map(|m| m.octets()).as_ref().map(|m| &m[..]),
-            ),
+            | Oxm::ArpTpa { addr, mask } => {
+                basic(w, f, &addr.octets(), mask.map(|m| m.octets()).as_ref().map(|m| &m[..]))
+            }
             Oxm::Other {
                 class,
                 field,
@@ -261,14 +253,7 @@ fn basic(w: &mut Writer, field: u8, value: &[u8], mask: Option<&[u8]>) {
     header_and_payload(w, OFPXMC_OPENFLOW_BASIC, field, mask.is_some(), value, mask);
 }
 
-fn header_and_payload(
-    w: &mut Writer,
-    class: u16,
-    field: u8,
-    hasmask: bool,
-    value: &[u8],
-    mask: Option<&[u8]>,
-) {
+fn header_and_payload(w: &mut Writer, class: u16, field: u8, hasmask: bool, value: &[u8], mask: Option<&[u8]>) {
     let len = value.len() + mask.map_or(0, <[u8]>::len);
     let len = match u8::try_from(len) {
         Ok(len) => len,
@@ -277,10 +262,7 @@ fn header_and_payload(
             u8::MAX
         }
     };
-    let header = (u32::from(class) << 16)
-        | (u32::from(field & 0x7f) << 9)
-        | (u32::from(hasmask) << 8)
-        | u32::from(len);
+    let header = (u32::from(class) << 16) | (u32::from(field & 0x7f) << 9) | (u32::from(hasmask) << 8) | u32::from(len);
     w.u32(header);
     w.bytes(value);
     if let Some(mask) = mask {
@@ -386,10 +368,7 @@ mod tests {
         // TUNNEL_ID: field 38 -> 0x4c, length 8.
         round_trip(
             &[0x80, 0x00, 0x4c, 0x08, 0, 0, 0, 0, 0, 0, 0x12, 0x34],
-            Oxm::TunnelId {
-                id: 0x1234,
-                mask: None,
-            },
+            Oxm::TunnelId { id: 0x1234, mask: None },
         );
         round_trip(
             &[
@@ -461,10 +440,7 @@ mod tests {
         let mut v6 = vec![0x80, 0x00, 0x34, 0x10];
         v6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         let oxm = Oxm::from_bytes(&v6).unwrap();
-        assert_eq!(
-            (oxm.class(), oxm.field(), oxm.has_mask()),
-            (0x8000, 26, false)
-        );
+        assert_eq!((oxm.class(), oxm.field(), oxm.has_mask()), (0x8000, 26, false));
         assert_eq!(oxm.to_bytes(), v6);
     }
 
@@ -472,15 +448,9 @@ mod tests {
     fn bad_lengths() {
         assert_eq!(Oxm::from_bytes(&[0x80, 0x00]), Err(OfpError::BadOxmLength));
         // Declares 4 payload bytes, has 3.
-        assert_eq!(
-            Oxm::from_bytes(&[0x80, 0, 0, 4, 0, 0, 1]),
-            Err(OfpError::BadOxmLength)
-        );
+        assert_eq!(Oxm::from_bytes(&[0x80, 0, 0, 4, 0, 0, 1]), Err(OfpError::BadOxmLength));
         // Trailing bytes after the TLV.
-        assert_eq!(
-            Oxm::from_bytes(&[0x80, 0, 0x0a, 0, 9]),
-            Err(OfpError::BadOxmLength)
-        );
+        assert_eq!(Oxm::from_bytes(&[0x80, 0, 0x0a, 0, 9]), Err(OfpError::BadOxmLength));
         // A zero-length payload is legal and consumes exactly the header.
         assert!(Oxm::from_bytes(&[0x80, 0, 0x0a, 0]).is_ok());
     }

@@ -162,10 +162,7 @@ mod tests {
         // actions_len beyond the message.
         let mut bad = bytes;
         bad[9] = 0x40;
-        assert_eq!(
-            PacketOut::decode(&mut Reader::new(&bad)),
-            Err(OfpError::BadLength)
-        );
+        assert_eq!(PacketOut::decode(&mut Reader::new(&bad)), Err(OfpError::BadLength));
         // actions_len that cuts an action in half.
         let mut bad = bytes;
         bad[9] = 8;

@@ -288,13 +288,7 @@ mod tests {
 
     #[test]
     fn desc_and_table_layouts() {
-        let desc = DescStats::new(
-            "Cloud Rack",
-            "hw",
-            "sw",
-            "0123456789abcdef0123456789abcdefXYZ",
-            "dp",
-        );
+        let desc = DescStats::new("Cloud Rack", "hw", "sw", "0123456789abcdef0123456789abcdefXYZ", "dp");
         let bytes = to_vec(|w| desc.encode(w));
         assert_eq!(bytes.len(), DESC_STATS_LEN);
         assert_eq!(&bytes[..11], b"Cloud Rack\0");

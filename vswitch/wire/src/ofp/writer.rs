@@ -10,10 +10,7 @@ pub(crate) struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        Writer {
-            out,
-            overflow: false,
-        }
+        Writer { out, overflow: false }
     }
 
     pub(crate) fn pos(&self) -> usize {
