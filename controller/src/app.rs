@@ -180,7 +180,10 @@ impl App {
             // A port going away keeps its MACs' last locations: when the VM shows up on another
             // host (a migration's source tap often vanishes first), that is a move and every
             // holder gets re-pointed; forgetting it would leave them stale.
-            Body::PortStatus { reason: ofp::OFPPR_DELETE, desc } => {
+            Body::PortStatus {
+                reason: ofp::OFPPR_DELETE,
+                desc,
+            } => {
                 debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
             Body::MultipartReply {

@@ -199,6 +199,13 @@ impl Worker {
                     port.counters.rx_dropped.fetch_add(1, Relaxed);
                     debug!(port = %port.name, error = %e, "dropped a malformed frame");
                 }
+                // The interface went down (a VM rebooting, an admin): it may come back up. A
+                // vanished interface is noticed by the control plane's periodic check.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                    self.shared.counters.rx_errors.fetch_add(1, Relaxed);
+                    debug!(port = %port.name, "interface is down");
+                    return true;
+                }
                 Err(e) => {
                     self.shared.counters.rx_errors.fetch_add(1, Relaxed);
                     let port = port.clone();

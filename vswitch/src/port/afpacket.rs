@@ -45,6 +45,8 @@ impl AfPacketPort {
     /// Open a socket on interface `ifname` and bring the interface up.
     pub fn open(ifname: &str) -> io::Result<AfPacketPort> {
         let ifindex = sys::ifindex(ifname)?;
+        // Up before bind: binding to a down interface leaves an ENETDOWN for the first recv.
+        sys::set_up(ifname)?;
         // Protocol 0 at creation: nothing is queued until bind() names the interface, so no
         // frame of another interface slips in between.
         // SAFETY: plain socket(2) call; the fd is owned right away.
@@ -82,7 +84,6 @@ impl AfPacketPort {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        sys::set_up(ifname)?;
         Ok(AfPacketPort {
             fd,
             ifname: ifname.to_string(),
