@@ -218,3 +218,26 @@ fn controller_restart_keeps_established_flows() {
     );
     assert!(ping(&d.ns, "10.0.0.21", 2, Duration::from_secs(10)));
 }
+
+/// A port whose interface disappears (a deleted veth, a VM gone) is dropped with a log line;
+/// the switch keeps running and forwarding for everyone else.
+#[test]
+fn vanished_interface_is_dropped_and_the_switch_keeps_running() {
+    let _logs = TestLogs::new("vanished_interface_is_dropped");
+    let mut c = Cluster::start(2, &[]);
+    let a = c.vm_system(0, "a", "02:00:00:00:00:41", "10.0.0.41/24", 0);
+    let b = c.vm_system(1, "b", "02:00:00:00:00:42", "10.0.0.42/24", 0);
+    assert!(ping(&a.ns, "10.0.0.42", 2, Duration::from_secs(10)));
+
+    b.ns.ip(&["link", "del", "eth0"]);
+    let dropped = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        c.ctl_json(1, &["show"])["ports"].as_array().is_some_and(|p| p.is_empty())
+    });
+    assert!(dropped, "the vanished port is still listed: {}", c.ctl(1, &["show"]));
+    let sw = c.switches[1].as_mut().unwrap();
+    sw.assert_running();
+    assert!(sw.wait_for_log("port removed", Duration::from_secs(2)));
+
+    let d = c.vm_system(1, "d", "02:00:00:00:00:43", "10.0.0.43/24", 0);
+    assert!(ping(&d.ns, "10.0.0.41", 2, Duration::from_secs(10)), "the switch stopped forwarding");
+}
