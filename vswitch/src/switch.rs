@@ -63,6 +63,8 @@ pub struct SwitchConfig {
     pub max_ports: usize,
     pub max_tunnels: usize,
     pub max_flows: usize,
+    /// Carry offloaded super-frames whole between Cloud Rack hosts (see `Tunnel`).
+    pub tunnel_offloads: bool,
 }
 
 /// A port as OpenFlow and the CLI describe it.
@@ -382,6 +384,8 @@ impl Switch {
             spec.remote_dpid,
             spec.is_static,
             spec.idle_timeout_s,
+            // Controller tunnels join Cloud Rack hosts; static ones may lead to anything.
+            !spec.is_static && self.cfg.tunnel_offloads,
         ));
         // A new tunnel counts as used now, so it is not reported idle at once.
         t.counters.last_used_ms.store(now_ms(), Relaxed);

@@ -61,6 +61,11 @@ struct Args {
     /// Most tunnels.
     #[arg(long, default_value_t = 4096)]
     max_tunnels: usize,
+    /// Cut offloaded (TSO/GSO) frames to the underlay MTU on every tunnel. By default they
+    /// cross tunnels to other Cloud Rack hosts whole, with their offload metadata, and the
+    /// underlay IP layer fragments them; static tunnels (e.g. to Open vSwitch) always cut.
+    #[arg(long)]
+    tunnel_mtu_segmentation: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -134,6 +139,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_ports: args.max_ports,
             max_tunnels: args.max_tunnels,
             max_flows: args.max_flows,
+            tunnel_offloads: !args.tunnel_mtu_segmentation,
         },
         dp,
     ));

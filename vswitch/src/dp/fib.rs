@@ -43,8 +43,13 @@ pub struct Tunnel {
     /// the controller. Broadcasts from local ports go out static tunnels.
     pub is_static: bool,
     pub idle_timeout_s: u32,
-    /// The keyed GRE header, built once.
+    /// The remote is a Cloud Rack host: offloaded super-frames cross whole, with their
+    /// virtio-net header (GRE protocol `PROTO_OFFLOAD`), and the underlay fragments them.
+    /// Otherwise (static peers such as Open vSwitch) they are cut to the underlay MTU.
+    pub carries_offloads: bool,
+    /// The keyed GRE headers, built once: Ethernet, and Ethernet with offload header.
     pub header: [u8; cloudrack_wire::gre::KEYED_LEN],
+    pub offload_header: [u8; cloudrack_wire::gre::KEYED_LEN],
     pub counters: Arc<PortCounters>,
 }
 
@@ -56,9 +61,17 @@ impl Tunnel {
         remote_dpid: u64,
         is_static: bool,
         idle_timeout_s: u32,
+        carries_offloads: bool,
     ) -> Tunnel {
-        let mut header = [0u8; cloudrack_wire::gre::KEYED_LEN];
-        cloudrack_wire::gre::GreRepr::keyed_ethernet(key).emit(&mut header);
+        use cloudrack_wire::gre::{GreRepr, KEYED_LEN, PROTO_OFFLOAD};
+        let mut header = [0u8; KEYED_LEN];
+        GreRepr::keyed_ethernet(key).emit(&mut header);
+        let mut offload_header = [0u8; KEYED_LEN];
+        GreRepr {
+            protocol: PROTO_OFFLOAD,
+            ..GreRepr::keyed_ethernet(key)
+        }
+        .emit(&mut offload_header);
         Tunnel {
             port_no,
             remote,
@@ -66,7 +79,9 @@ impl Tunnel {
             remote_dpid,
             is_static,
             idle_timeout_s,
+            carries_offloads,
             header,
+            offload_header,
             counters: Arc::default(),
         }
     }

@@ -141,6 +141,45 @@ pub fn segment(
     scratch: &mut [u8],
     mut emit: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
+    let lay = check_gso(frame, hdr)?;
+    let mut mss = hdr.gso_size as usize;
+    if max_frame > 0 {
+        mss = mss.min(max_frame.saturating_sub(lay.payload));
+    }
+    cut(frame, &lay, mss, false, scratch, |seg, _| emit(seg))
+}
+
+/// Split a GSO super-frame that is too large to carry whole into super-frames of at most
+/// `max_frame` bytes, each a whole number of `gso_size` segments and each still offloaded:
+/// `emit` gets the piece and its own virtio-net header (partial checksum, GSO unless the piece
+/// is a single segment). No payload byte is summed.
+pub fn split(
+    frame: &[u8],
+    hdr: &VnetHdr,
+    max_frame: usize,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&mut [u8], &VnetHdr),
+) -> Result<usize, OffloadError> {
+    let lay = check_gso(frame, hdr)?;
+    let gso = hdr.gso_size as usize;
+    let room = max_frame.saturating_sub(lay.payload);
+    let mss = (room / gso.max(1)) * gso;
+    cut(frame, &lay, mss, true, scratch, |seg, payload| {
+        let single = payload <= gso;
+        let piece = VnetHdr {
+            flags: vnet_hdr::F_NEEDS_CSUM,
+            gso_type: if single { vnet_hdr::GSO_NONE } else { hdr.gso_type },
+            hdr_len: lay.payload as u16,
+            gso_size: if single { 0 } else { hdr.gso_size },
+            csum_start: lay.l4 as u16,
+            csum_offset: if lay.l4_proto == PROTO_TCP { 16 } else { 6 },
+        };
+        emit(seg, &piece)
+    })
+}
+
+/// The layout of a GSO frame whose type we can cut.
+fn check_gso(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, OffloadError> {
     let kind = hdr.gso_kind();
     if !matches!(kind, vnet_hdr::GSO_TCPV4 | vnet_hdr::GSO_TCPV6 | vnet_hdr::GSO_UDP_L4) {
         return Err(OffloadError::Unsupported(kind));
@@ -154,14 +193,27 @@ pub fn segment(
     if lay.l4_proto != expected_proto {
         return Err(OffloadError::Malformed("GSO type does not match the L4 protocol"));
     }
-    let hdrs = lay.payload;
-    let mut mss = hdr.gso_size as usize;
-    if max_frame > 0 {
-        mss = mss.min(max_frame.saturating_sub(hdrs));
+    if hdr.gso_size == 0 {
+        return Err(OffloadError::Malformed("gso_size is 0"));
     }
+    Ok(lay)
+}
+
+/// Cut `frame` into pieces of `mss` payload bytes, fixing every header. With `partial`, the L4
+/// checksum field gets the pseudo-header sum (for a receiver that finishes it, as offloads do)
+/// instead of the full checksum. `emit` gets each piece and its payload length.
+fn cut(
+    frame: &[u8],
+    lay: &Layout,
+    mss: usize,
+    partial: bool,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&mut [u8], usize),
+) -> Result<usize, OffloadError> {
     if mss == 0 {
-        return Err(OffloadError::Malformed("gso_size is 0 or headers fill max_frame"));
+        return Err(OffloadError::Malformed("headers fill the whole frame size limit"));
     }
+    let hdrs = lay.payload;
     if hdrs + mss.min(frame.len() - hdrs) > scratch.len() {
         return Err(OffloadError::NoRoom);
     }
@@ -211,14 +263,20 @@ pub fn segment(
             seg[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
             l4 + 6
         };
-        seg[csum_field..csum_field + 2].fill(0);
-        let sum = pseudo_header_sum(seg, &lay, l4_len);
-        let mut csum = !fold(sum_words(&seg[l4..], sum));
-        if lay.l4_proto == PROTO_UDP && csum == 0 {
-            csum = 0xffff;
-        }
+        let sum = pseudo_header_sum(seg, lay, l4_len);
+        let csum = if partial {
+            fold(sum)
+        } else {
+            seg[csum_field..csum_field + 2].fill(0);
+            let c = !fold(sum_words(&seg[l4..], sum));
+            if lay.l4_proto == PROTO_UDP && c == 0 {
+                0xffff
+            } else {
+                c
+            }
+        };
         seg[csum_field..csum_field + 2].copy_from_slice(&csum.to_be_bytes());
-        emit(seg);
+        emit(seg, chunk.len());
     }
     Ok(n_segments)
 }
@@ -375,6 +433,38 @@ mod test {
             );
             assert_eq!(udp.payload(), &data[i * 1000..((i + 1) * 1000).min(2500)]);
         }
+    }
+
+    #[test]
+    fn split_keeps_pieces_offloaded_and_finishable() {
+        let data = payload(20_000);
+        let frame = tcp4_frame(&data, true);
+        let hdr = gso_hdr(vnet_hdr::GSO_TCPV4, 1000);
+        let mut scratch = vec![0u8; 70_000];
+        let mut pieces = Vec::new();
+        // Room for 7 segments of 1000 per piece: 20 000 bytes -> 7 + 7 + 6.
+        split(&frame, &hdr, 54 + 7500, &mut scratch, |p, h| {
+            pieces.push((p.to_vec(), *h))
+        })
+        .unwrap();
+        assert_eq!(pieces.len(), 3);
+        let mut joined = Vec::new();
+        for (i, (p, h)) in pieces.iter_mut().enumerate() {
+            assert!(h.needs_csum() && h.is_gso());
+            assert_eq!((h.gso_size, h.csum_start, h.csum_offset, h.hdr_len), (1000, 34, 16, 54));
+            assert_eq!(p.len() - 54, if i < 2 { 7000 } else { 6000 });
+            // Finishing the partial checksum gives what a full computation gives.
+            complete_checksum(p, h).unwrap();
+            let segs = check_segments(std::slice::from_ref(p));
+            joined.extend_from_slice(&segs[0].4);
+            assert_eq!(segs[0].1, i == 2, "FIN only on the last piece");
+        }
+        assert_eq!(joined, data);
+        // A piece of one segment is no longer GSO.
+        let small = tcp4_frame(&payload(1500), false);
+        let mut kinds = Vec::new();
+        split(&small, &hdr, 54 + 1000, &mut scratch, |_, h| kinds.push(h.gso_type)).unwrap();
+        assert_eq!(kinds, vec![vnet_hdr::GSO_NONE, vnet_hdr::GSO_NONE]);
     }
 
     #[test]

@@ -8,12 +8,13 @@ use super::offload;
 use super::stats::{now_ms, DpCounters};
 use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::decap;
+use crate::tunnel::{decap, MAX_OFFLOAD_FRAME};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
+use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -261,7 +262,14 @@ impl Worker {
                 vnet: tunnel.key,
                 is_static: tunnel.is_static,
             };
-            self.forward(fib, ingress, VnetHdr::default(), RX_HEADROOM + d.inner.start, len, now);
+            self.forward(
+                fib,
+                ingress,
+                d.vnet.unwrap_or_default(),
+                RX_HEADROOM + d.inner.start,
+                len,
+                now,
+            );
         }
         false
     }
@@ -378,17 +386,38 @@ impl Worker {
             }
         } else if let Some(tunnel) = fib.tunnels.get(&port_no) {
             let Some(gre) = self.shared.gre.as_ref() else { return };
-            let ok = if vnet.is_gso() {
+            let frame = &self.rx[off..off + len];
+            let ok = if vnet.is_gso() && tunnel.carries_offloads {
+                // Whole, with its offload header; split only what IPv4 cannot carry at once.
+                let send = |frame: &[u8], h: &VnetHdr| {
+                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
+                    h.emit(&mut hb);
+                    let parts = [
+                        IoSlice::new(&tunnel.offload_header),
+                        IoSlice::new(&hb),
+                        IoSlice::new(frame),
+                    ];
+                    gre.send_parts(tunnel.remote, &parts).is_ok()
+                };
+                if len <= MAX_OFFLOAD_FRAME {
+                    send(frame, vnet)
+                } else {
+                    let mut all_ok = true;
+                    if offload::split(frame, vnet, MAX_OFFLOAD_FRAME, &mut self.scratch, |p, h| {
+                        all_ok &= send(p, h)
+                    })
+                    .is_err()
+                    {
+                        c.drop_offload.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    all_ok
+                }
+            } else if vnet.is_gso() {
                 let mut all_ok = true;
-                let r = offload::segment(
-                    &self.rx[off..off + len],
-                    vnet,
-                    self.shared.tunnel_max_frame,
-                    &mut self.scratch,
-                    |seg| {
-                        all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                    },
-                );
+                let r = offload::segment(frame, vnet, self.shared.tunnel_max_frame, &mut self.scratch, |seg| {
+                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
+                });
                 if r.is_err() {
                     c.drop_offload.fetch_add(1, Relaxed);
                     return;

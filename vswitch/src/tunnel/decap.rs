@@ -2,6 +2,7 @@
 //! inner Ethernet frame and its key. Pure: no I/O, every malformed input is an error value.
 
 use cloudrack_wire::gre::{self, GreError, GrePacket, GreRepr};
+use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use thiserror::Error;
@@ -18,6 +19,8 @@ pub enum DecapError {
     NotEthernet(u16),
     #[error("inner Ethernet frame shorter than 14 bytes")]
     ShortInner,
+    #[error("offload header is not one we send: {0}")]
+    BadOffload(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,27 @@ pub struct Decapped {
     pub key: u32,
     /// Where the inner Ethernet frame lies in the packet.
     pub inner: Range<usize>,
+    /// Offload metadata of a super-frame from another Cloud Rack host (GRE protocol
+    /// `PROTO_OFFLOAD`); `None` for plain Ethernet.
+    pub vnet: Option<VnetHdr>,
+}
+
+/// Accept only the offload headers our own sender makes, with offsets inside the frame: what
+/// reaches a port's kernel must be well-formed.
+fn check_offload(h: &VnetHdr, frame_len: usize) -> Result<(), DecapError> {
+    if !matches!(
+        h.gso_kind(),
+        vnet_hdr::GSO_NONE | vnet_hdr::GSO_TCPV4 | vnet_hdr::GSO_TCPV6 | vnet_hdr::GSO_UDP_L4
+    ) {
+        return Err(DecapError::BadOffload("GSO type"));
+    }
+    if h.is_gso() && (h.gso_size == 0 || !h.needs_csum()) {
+        return Err(DecapError::BadOffload("GSO without size or partial checksum"));
+    }
+    if h.needs_csum() && h.csum_start as usize + h.csum_offset as usize + 2 > frame_len {
+        return Err(DecapError::BadOffload("checksum offsets beyond the frame"));
+    }
+    Ok(())
 }
 
 /// Parse an IPv4 packet holding GRE with an Ethernet payload.
@@ -48,18 +72,28 @@ pub fn decap(packet: &[u8]) -> Result<Decapped, DecapError> {
     let gre_bytes = &packet[ihl..total];
     let view = GrePacket::new_checked(gre_bytes)?;
     let repr = GreRepr::parse(&view)?;
-    if repr.protocol != gre::PROTO_TEB {
-        return Err(DecapError::NotEthernet(repr.protocol));
-    }
-    let start = ihl + view.header_len();
+    let mut start = ihl + view.header_len();
+    let vnet = match repr.protocol {
+        gre::PROTO_TEB => None,
+        gre::PROTO_OFFLOAD => {
+            let h = VnetHdr::parse(&packet[start..total]).ok_or(DecapError::ShortInner)?;
+            start += vnet_hdr::LEN;
+            Some(h)
+        }
+        other => return Err(DecapError::NotEthernet(other)),
+    };
     if total - start < 14 {
         return Err(DecapError::ShortInner);
+    }
+    if let Some(h) = &vnet {
+        check_offload(h, total - start)?;
     }
     Ok(Decapped {
         src,
         dst,
         key: repr.key.unwrap_or(0),
         inner: start..total,
+        vnet,
     })
 }
 
@@ -111,6 +145,40 @@ mod test {
         let mut g = vec![0, 0, 0x65, 0x58];
         g.extend_from_slice(&[0xaa; 14]);
         assert_eq!(decap(&ipv4_gre(&g)).unwrap().key, 0);
+    }
+
+    #[test]
+    fn decaps_offloaded_super_frames() {
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: 1,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut g = vec![0x20, 0, 0x88, 0xb5, 0, 0, 0, 3];
+        let mut hb = [0u8; 10];
+        h.emit(&mut hb);
+        g.extend_from_slice(&hb);
+        g.extend_from_slice(&[0xaa; 3000]);
+        let d = decap(&ipv4_gre(&g)).unwrap();
+        assert_eq!(d.vnet, Some(h));
+        assert_eq!(d.inner, 38..3038);
+        // Checksum offsets past the end, or GSO without a partial checksum, are refused.
+        let bad = VnetHdr { csum_start: 2990, ..h };
+        bad.emit(&mut g[8..18]);
+        assert_eq!(
+            decap(&ipv4_gre(&g)),
+            Err(DecapError::BadOffload("checksum offsets beyond the frame"))
+        );
+        let bad = VnetHdr { flags: 0, ..h };
+        bad.emit(&mut g[8..18]);
+        assert!(matches!(decap(&ipv4_gre(&g)), Err(DecapError::BadOffload(_))));
+        let bad = VnetHdr { gso_type: 3, ..h };
+        bad.emit(&mut g[8..18]);
+        assert!(matches!(decap(&ipv4_gre(&g)), Err(DecapError::BadOffload(_))));
+        assert_eq!(decap(&ipv4_gre(&g[..14])), Err(DecapError::ShortInner));
     }
 
     #[test]

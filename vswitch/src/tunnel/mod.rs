@@ -8,3 +8,7 @@ pub use socket::GreSocket;
 
 /// Bytes the underlay adds to every tunnelled frame: outer IPv4 (20) + keyed GRE (8).
 pub const OUTER_OVERHEAD: usize = 20 + cloudrack_wire::gre::KEYED_LEN;
+
+/// Largest frame carried whole with its offload header: the outer IPv4 packet (20 + GRE 8 +
+/// virtio-net header 10 + frame) must fit IPv4's 65 535-byte total length.
+pub const MAX_OFFLOAD_FRAME: usize = 65_535 - OUTER_OVERHEAD - cloudrack_wire::vnet_hdr::LEN;

@@ -12,6 +12,24 @@ use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the value lives across the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 pub struct GreSocket {
     sock: Socket,
 }
@@ -26,22 +44,19 @@ impl GreSocket {
         )?;
         sock.set_nonblocking(true)?;
         sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
-        let _ = sock.set_recv_buffer_size(8 << 20);
-        let _ = sock.set_send_buffer_size(8 << 20);
-        let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
-        // SAFETY: the value lives across the call and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                &dont as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        // Reassembled super-frames are costly in buffer accounting (each fragment keeps its own
+        // buffer): a small receive buffer drops whole 64 KB frames. Root may exceed rmem_max.
+        for (opt, size) in [(libc::SO_RCVBUFFORCE, 64 << 20), (libc::SO_SNDBUFFORCE, 16 << 20)] {
+            if setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
+                let _ = sock.set_recv_buffer_size(size as usize);
+            }
         }
+        setsockopt_int(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )?;
         Ok(GreSocket { sock })
     }
 
@@ -51,9 +66,13 @@ impl GreSocket {
 
     /// Send one GRE packet (header + inner frame) to `remote`, without copying them together.
     pub fn send(&self, remote: Ipv4Addr, gre_header: &[u8], frame: &[u8]) -> io::Result<()> {
+        self.send_parts(remote, &[IoSlice::new(gre_header), IoSlice::new(frame)])
+    }
+
+    /// Send one GRE packet made of `parts` (header, optional offload header, frame).
+    pub fn send_parts(&self, remote: Ipv4Addr, parts: &[IoSlice<'_>]) -> io::Result<()> {
         let to = SockAddr::from(SocketAddrV4::new(remote, 0));
-        self.sock
-            .send_to_vectored(&[IoSlice::new(gre_header), IoSlice::new(frame)], &to)?;
+        self.sock.send_to_vectored(parts, &to)?;
         Ok(())
     }
 
