@@ -170,7 +170,7 @@ builtin=()
 : > "$root/lib/modules/cr/load-order"
 for mod in $MODULES; do
     alt=${mod//_/-}
-    src=$(find "$kmods/kernel" \( -name "$mod.ko*" -o -name "$alt.ko*" \) | head -n1)
+    src=$(find "$kmods/kernel" \( -name "$mod.ko*" -o -name "$alt.ko*" \) -print -quit)
     if [ -z "$src" ]; then
         if grep -Eq "/($mod|$alt)\.ko\$" "$kmods/modules.builtin" 2>/dev/null; then
             builtin+=("$mod"); continue
