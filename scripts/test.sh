@@ -8,6 +8,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 scripts/install-deps.sh
+# The guest image for the real-VM tests (QEMU, Debian's cloud kernel, busybox, iperf3);
+# cached outside the repository, a few seconds when current.
+scripts/guest/build-guest.sh --quiet
 cargo build --release --workspace --locked
 # Integration tests each start a whole deployment; two at a time suits a 2-core machine.
 cargo test --release --workspace --locked -- --test-threads=2
