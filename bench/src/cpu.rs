@@ -45,11 +45,7 @@ pub fn machine_cpu() -> MachineCpu {
 
 fn parse_machine(text: &str) -> Option<MachineCpu> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice (already in user)]
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     let hz = clock_ticks_per_second();
@@ -77,18 +73,14 @@ impl DatapathCpu {
                 format!("utime+stime of {what} (pids {pids:?}) from /proc/PID/stat")
             }
             DatapathCpu::Softirq => {
-                "machine-wide softirq time from /proc/stat (includes the VMs' receive path)"
-                    .to_string()
+                "machine-wide softirq time from /proc/stat (includes the VMs' receive path)".to_string()
             }
         }
     }
 
     fn seconds(&self) -> Option<f64> {
         match self {
-            DatapathCpu::Processes { pids, .. } => pids
-                .iter()
-                .map(|p| process_cpu_seconds(*p))
-                .sum::<Option<f64>>(),
+            DatapathCpu::Processes { pids, .. } => pids.iter().map(|p| process_cpu_seconds(*p)).sum::<Option<f64>>(),
             DatapathCpu::Softirq => Some(machine_cpu().softirq),
         }
     }

@@ -26,15 +26,9 @@ impl Server {
     /// Starts `iperf3 -s -1 -p PORT` in `ns` and waits until it listens.
     pub fn start(ns: &Netns, port: u16) -> Result<Server, String> {
         let p = port.to_string();
-        let mut proc = ns.spawn_named(
-            "iperf3-server",
-            &["iperf3", "-s", "-1", "-p", &p, "--forceflush"],
-        );
+        let mut proc = ns.spawn_named("iperf3-server", &["iperf3", "-s", "-1", "-p", &p, "--forceflush"]);
         if !proc.wait_for_log("Server listening", Duration::from_secs(10)) {
-            return Err(format!(
-                "iperf3 server did not start: {}",
-                last_lines(&proc.logs(), 5)
-            ));
+            return Err(format!("iperf3 server did not start: {}", last_lines(&proc.logs(), 5)));
         }
         Ok(Server { proc })
     }
@@ -47,13 +41,7 @@ impl Server {
 
 /// Runs the client in `ns` against `ip:port` for `seconds`; returns its JSON report, or the
 /// error iperf3 reported.
-pub fn client(
-    ns: &Netns,
-    ip: Ipv4Addr,
-    port: u16,
-    load: Load,
-    seconds: u32,
-) -> Result<Value, String> {
+pub fn client(ns: &Netns, ip: Ipv4Addr, port: u16, load: Load, seconds: u32) -> Result<Value, String> {
     let ip_s = ip.to_string();
     let port_s = port.to_string();
     let secs = seconds.to_string();
@@ -86,7 +74,7 @@ pub fn client(
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cmd = ns.command(&refs);
     let timeout = Duration::from_secs(u64::from(seconds) + 30);
-    let out = run_with_timeout(cmd, timeout).map_err(|e| format!("iperf3 client: {e}"))?;
+    let out = run_with_timeout("iperf3 client", cmd, timeout)?;
     let v: Value = serde_json::from_str(&out.stdout).map_err(|e| {
         format!(
             "iperf3 client (exit {}) printed no JSON ({e}): {} {}",
@@ -115,7 +103,6 @@ pub struct TcpReport {
     pub bits_per_second: f64,
     /// Bytes the receiver got.
     pub bytes: f64,
-    pub seconds: f64,
     /// Sender's retransmitted segments.
     pub retransmits: Option<u64>,
 }
@@ -132,12 +119,10 @@ pub fn parse_tcp(v: &Value) -> Result<TcpReport, String> {
     let missing = || format!("iperf3 JSON lacks end.sum_received: {}", short(v));
     let bps = num(v, &["end", "sum_received", "bits_per_second"]).ok_or_else(missing)?;
     let bytes = num(v, &["end", "sum_received", "bytes"]).ok_or_else(missing)?;
-    let seconds = num(v, &["end", "sum_received", "seconds"]).ok_or_else(missing)?;
     let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64();
     Ok(TcpReport {
         bits_per_second: bps,
         bytes,
-        seconds,
         retransmits,
     })
 }

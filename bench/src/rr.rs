@@ -75,9 +75,7 @@ fn respond(listener: TcpListener) -> Result<(), String> {
     loop {
         match s.read(&mut b) {
             Ok(0) => return Ok(()),
-            Ok(_) => s
-                .write_all(&b)
-                .map_err(|e| format!("RR responder write: {e}"))?,
+            Ok(_) => s.write_all(&b).map_err(|e| format!("RR responder write: {e}"))?,
             // The client gave up (it reports why); nothing to add here.
             Err(_) => return Ok(()),
         }

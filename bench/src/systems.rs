@@ -11,9 +11,7 @@
 //!
 //! `cloudrack` and `ovs` also have a second VM on host 0 for same-host measurements.
 
-use cloudrack_tests::{
-    ping, scratch_dir, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm,
-};
+use cloudrack_tests::{ping, scratch_dir, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -35,12 +33,7 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 4] = [
-        System::Cloudrack,
-        System::Ovs,
-        System::Kernel,
-        System::Bridge,
-    ];
+    pub const ALL: [System; 4] = [System::Cloudrack, System::Ovs, System::Kernel, System::Bridge];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -122,7 +115,10 @@ enum Inner {
         hosts: Vec<OvsHost>,
         _net: HostNet,
     },
-    Linux(HostNet),
+    /// Only kept alive: the kernel forwards by itself.
+    Linux {
+        _net: HostNet,
+    },
 }
 
 /// A system set up and ready to measure. Dropping it removes everything: the VMs first, then
@@ -187,7 +183,7 @@ impl Testbed {
                 let pid = hosts[0].vswitchd().pid();
                 Some(pmd_threads(pid).max(1))
             }
-            Inner::Linux(_) => None,
+            Inner::Linux { .. } => None,
         }
     }
 
@@ -223,7 +219,7 @@ impl Testbed {
                 }
                 Ok(())
             }
-            Inner::Linux(_) => Ok(()),
+            Inner::Linux { .. } => Ok(()),
         }
     }
 
@@ -289,9 +285,7 @@ impl Testbed {
                 let hosts: Vec<Value> = hosts
                     .iter()
                     .map(|h| {
-                        let appctl = |args: &[&str]| {
-                            cloudrack_tests_catch(|| h.appctl(args)).unwrap_or_else(|e| e)
-                        };
+                        let appctl = |args: &[&str]| best_effort(|| h.appctl(args)).unwrap_or_else(|e| e);
                         json!({
                             "pmd_stats": appctl(&["dpif-netdev/pmd-stats-show"]),
                             "datapath_flows": appctl(&["dpctl/dump-flows"]).lines().count(),
@@ -300,7 +294,7 @@ impl Testbed {
                     .collect();
                 json!({ "hosts": hosts })
             }
-            Inner::Linux(_) => Value::Null,
+            Inner::Linux { .. } => Value::Null,
         }
     }
 
@@ -311,14 +305,10 @@ impl Testbed {
         };
         let mut sum: std::collections::BTreeMap<String, u64> = Default::default();
         for i in 0..c.net.len() {
-            if let Some(Value::Object(m)) = c
-                .try_ctl_json(i, &["stats"])
-                .map(|v| v["datapath"].clone())
-            {
+            if let Some(Value::Object(m)) = c.try_ctl_json(i, &["stats"]).map(|v| v["datapath"].clone()) {
                 for (k, v) in m {
                     let n = v.as_u64().unwrap_or(0);
-                    if n > 0 && (k.starts_with("drop") || k.contains("error") || k.contains("full"))
-                    {
+                    if n > 0 && (k.starts_with("drop") || k.contains("error") || k.contains("full")) {
                         *sum.entry(k).or_default() += n;
                     }
                 }
@@ -329,9 +319,11 @@ impl Testbed {
 
     /// Copies the daemons' logs somewhere that survives the run; returns where.
     pub fn keep_logs(&self) -> Option<PathBuf> {
-        let dest = std::env::temp_dir()
-            .join("cloudrack-bench-logs")
-            .join(format!("{}-{}", self.system.name(), utc_file_stamp()));
+        let dest = std::env::temp_dir().join("cloudrack-bench-logs").join(format!(
+            "{}-{}",
+            self.system.name(),
+            utc_file_stamp()
+        ));
         std::fs::create_dir_all(dest.parent()?).ok()?;
         let o = std::process::Command::new("cp")
             .arg("-a")
@@ -344,7 +336,7 @@ impl Testbed {
 }
 
 /// Runs a harness call that may panic, as a `Result` (for best-effort diagnostics).
-fn cloudrack_tests_catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+fn best_effort<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     crate::util::catching(|| Ok(f()))
 }
 
@@ -384,9 +376,7 @@ fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
     for i in 0..2 {
         let path = c.ctl_path(i);
         assert!(
-            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                path.exists()
-            }),
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || { path.exists() }),
             "cloudrack-switch {i} did not open its management socket"
         );
     }
@@ -394,12 +384,7 @@ fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
     let a = c.vm_system(0, "a", &mac(CLIENT), &cidr(CLIENT), VNET);
     let b = c.vm_system(1, "b", &mac(REMOTE), &cidr(REMOTE), VNET);
     let l = c.vm_system(0, "c", &mac(LOCAL), &cidr(LOCAL), VNET);
-    let pids = c
-        .switches
-        .iter()
-        .flatten()
-        .map(|p| p.pid())
-        .collect::<Vec<_>>();
+    let pids = c.switches.iter().flatten().map(|p| p.pid()).collect::<Vec<_>>();
     Testbed {
         system: System::Cloudrack,
         vms: vec![a, b, l],
@@ -415,9 +400,8 @@ fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
 
 /// OVS's AF_PACKET ports need frames with real checksums and MTU-sized segments.
 fn offloads_off(vm: &Vm) {
-    vm.ns.run(&[
-        "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-    ]);
+    vm.ns
+        .run(&["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
 }
 
 fn setup_ovs(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
@@ -470,8 +454,8 @@ fn setup_kernel(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
         let local = h.underlay_ip.to_string();
         let remote = net[1 - i].underlay_ip.to_string();
         h.ns.ip(&[
-            "link", "add", "vx0", "type", "vxlan", "id", &id, "local", &local, "remote", &remote,
-            "dstport", "4789", "dev", &h.wan_if,
+            "link", "add", "vx0", "type", "vxlan", "id", &id, "local", &local, "remote", &remote, "dstport", "4789",
+            "dev", &h.wan_if,
         ]);
         enslave(&h.ns, "vx0");
         h.ns.ip(&["link", "set", "dev", "vx0", "up"]);
@@ -486,7 +470,7 @@ fn setup_kernel(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
         system: System::Kernel,
         vms,
         pairs: vec![(Placement::Cross, 0, 1)],
-        inner: Inner::Linux(net),
+        inner: Inner::Linux { _net: net },
         dp_cpu: DatapathCpu::Softirq,
         logs,
     }
@@ -505,7 +489,7 @@ fn setup_bridge(logs: TestLogs) -> Testbed {
         system: System::Bridge,
         vms,
         pairs: vec![(Placement::Same, 0, 1)],
-        inner: Inner::Linux(net),
+        inner: Inner::Linux { _net: net },
         dp_cpu: DatapathCpu::Softirq,
         logs,
     }

@@ -71,11 +71,7 @@ pub fn catching<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let at = LAST_PANIC_AT
-                .lock()
-                .ok()
-                .and_then(|mut g| g.take())
-                .unwrap_or_default();
+            let at = LAST_PANIC_AT.lock().ok().and_then(|mut g| g.take()).unwrap_or_default();
             let msg = panic_message(payload.as_ref());
             if at.is_empty() {
                 Err(msg)
@@ -104,22 +100,19 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
 
 /// Runs `cmd` to completion, killing it after `timeout` or as soon as the user interrupts.
 /// Stdout and stderr are collected by threads, so a chatty child never blocks on a full pipe.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Finished, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+pub fn run_with_timeout(what: &str, mut cmd: Command, timeout: Duration) -> Result<Finished, String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
     let out = drain(child.stdout.take().expect("piped stdout"));
     let err = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut killed = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break st,
             Ok(None) => {}
-            Err(e) => return Err(format!("waiting for {:?}: {e}", cmd.get_program())),
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
         }
         if killed.is_none() {
             if interrupted() {
@@ -137,17 +130,12 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Finished,
     let stderr = err.join().unwrap_or_default();
     if let Some(why) = killed {
         return Err(format!(
-            "{} {why} after {:.0} s and was killed; stderr: {}",
-            cmd.get_program().to_string_lossy(),
-            timeout.as_secs_f64(),
+            "{what} {why} after {:.0} s and was killed; stderr: {}",
+            started.elapsed().as_secs_f64(),
             last_lines(&stderr, 5)
         ));
     }
-    Ok(Finished {
-        status,
-        stdout,
-        stderr,
-    })
+    Ok(Finished { status, stdout, stderr })
 }
 
 /// The last `n` non-empty lines of `s`, joined with " | " (for one-line error messages).
@@ -166,12 +154,15 @@ pub fn sleep_interruptible(d: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// UTC wall-clock time split into (year, month, day, hour, minute, second).
-pub fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
-    let secs = SystemTime::now()
+fn now_secs() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// UTC time `secs` after the epoch split into (year, month, day, hour, minute, second).
+pub fn utc_parts(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400) as u32;
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -187,15 +178,20 @@ pub fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
     (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-/// `2024-05-01T12:34:56Z`.
+/// `2024-05-01T12:34:56Z`, now.
 pub fn utc_timestamp() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
+    utc_timestamp_of(now_secs())
+}
+
+/// `2024-05-01T12:34:56Z` for `secs` after the epoch.
+pub fn utc_timestamp_of(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// `20240501-123456`, for file names.
+/// `20240501-123456`, now, for file names.
 pub fn utc_file_stamp() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
+    let (y, mo, d, h, mi, s) = utc_parts(now_secs());
     format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
 }
 
@@ -224,5 +220,8 @@ mod tests {
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
         assert_eq!(utc_file_stamp().len(), 15);
+        assert_eq!(utc_timestamp_of(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp_of(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp_of(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

@@ -277,6 +277,34 @@ impl App {
                 }
             }
             TccsMsg::PortVnet { .. } => {}
+            TccsMsg::MigrationNotify {
+                vnet,
+                mac,
+                dst_dpid,
+                phase,
+                dst_port,
+            } => {
+                if dpid.is_some_and(|d| d != dst_dpid) {
+                    warn!(from = ?dpid, dst_dpid, "migration notice about another switch's port; ignored");
+                    return;
+                }
+                if dst_port == 0 || !self.tccs.hosts.contains_key(&dst_dpid) {
+                    warn!(
+                        dst_dpid,
+                        dst_port, "migration notice without a known destination port; ignored"
+                    );
+                    return;
+                }
+                info!(
+                    vnet,
+                    mac = fmt_mac(&mac),
+                    dst = format!("{dst_dpid:016x}"),
+                    dst_port,
+                    phase,
+                    "migration notice: pointing every switch at the destination"
+                );
+                self.learn(dst_dpid, dst_port, vnet, mac);
+            }
             other => debug!(?other, "TCCS message not handled"),
         }
     }
@@ -599,5 +627,216 @@ impl App {
             "locations": self.commander.len(),
             "moves_completed": self.move_times_ms.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crossbeam_channel::{unbounded, Receiver};
+    use std::net::Ipv4Addr;
+
+    const VM_A: Mac = [2, 0, 0, 0, 0, 0xa];
+    const VM_M: Mac = [2, 0, 0, 0, 0, 0xb];
+
+    struct Rig {
+        app: App,
+        rx: Vec<Receiver<Message>>,
+    }
+
+    /// An app with `n` registered switches, dpids 1..=n on connections 1..=n.
+    fn rig(n: u64) -> Rig {
+        let mut app = App::new(Config {
+            tunnel_idle: Duration::from_secs(60),
+            flow_idle_s: 300,
+        });
+        let mut rx = Vec::new();
+        for d in 1..=n {
+            let (tx, r) = unbounded();
+            let peer = std::net::SocketAddr::from(([198, 18, 0, d as u8], 1000));
+            app.handle(Event::Connected { conn: d, tx, peer });
+            let features = Body::FeaturesReply {
+                datapath_id: d,
+                n_buffers: 0,
+                n_tables: 1,
+                auxiliary_id: 0,
+                capabilities: 0,
+                reserved: 0,
+            };
+            app.handle(Event::Message {
+                conn: d,
+                msg: Message::new(1, features),
+            });
+            let reg = TccsMsg::Register {
+                dpid: d,
+                underlay_ip: Ipv4Addr::new(198, 18, 0, d as u8),
+                underlay_mac: [2, 0, 0, 0, 1, d as u8],
+            };
+            app.handle(Event::Message {
+                conn: d,
+                msg: Message::new(2, reg.to_body()),
+            });
+            rx.push(r);
+        }
+        let mut r = Rig { app, rx };
+        r.drain_all();
+        r
+    }
+
+    impl Rig {
+        fn drain(&self, dpid: u64) -> Vec<Body> {
+            self.rx[dpid as usize - 1].try_iter().map(|m| m.body).collect()
+        }
+        fn drain_all(&mut self) {
+            for d in 1..=self.rx.len() as u64 {
+                self.drain(d);
+            }
+        }
+        fn packet_in(&mut self, dpid: u64, in_port: u32, dst: Mac, src: Mac) {
+            let mut data = dst.to_vec();
+            data.extend_from_slice(&src);
+            data.extend_from_slice(&[0x08, 0x00]);
+            data.resize(60, 0);
+            let pin = ofp::PacketIn {
+                buffer_id: ofp::OFP_NO_BUFFER,
+                total_len: 60,
+                reason: ofp::OFPR_NO_MATCH,
+                table_id: 0,
+                cookie: 0,
+                match_: Match::new()
+                    .with(Oxm::InPort(in_port))
+                    .with(Oxm::TunnelId { id: 0, mask: None }),
+                data,
+            };
+            self.app.handle(Event::Message {
+                conn: dpid,
+                msg: Message::new(3, Body::PacketIn(pin)),
+            });
+        }
+    }
+
+    /// (eth_dst, output port) of every FLOW_MOD ADD in `bodies`.
+    fn flows(bodies: &[Body]) -> Vec<(Mac, u32)> {
+        bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::FlowMod(fm) => match fm.instructions.first() {
+                    Some(Instruction::ApplyActions(a)) => match a.first() {
+                        Some(Action::Output { port, .. }) => Some((fm.match_.eth_dst()?, *port)),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn tunnel_adds(bodies: &[Body]) -> Vec<(Ipv4Addr, u32)> {
+        bodies
+            .iter()
+            .filter_map(|b| match TccsMsg::from_body(b) {
+                Some(Ok(TccsMsg::TunnelAdd { remote_ip, port_no, .. })) => Some((remote_ip, port_no)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_packet_brings_up_a_tunnel_and_flows_on_both_ends() {
+        let mut r = rig(2);
+        r.packet_in(2, 5, [0xff; 6], VM_M); // M announces itself on host 2, port 5
+        r.drain_all();
+        r.packet_in(1, 1, VM_M, VM_A); // A (host 1, port 1) sends to M
+        let h1 = r.drain(1);
+        let h2 = r.drain(2);
+        let t1 = tunnel_adds(&h1);
+        let t2 = tunnel_adds(&h2);
+        assert_eq!(t1.len(), 1, "{h1:?}");
+        assert_eq!(t2.len(), 1, "{h2:?}");
+        assert_eq!(t1[0].0, Ipv4Addr::new(198, 18, 0, 2));
+        assert!(
+            flows(&h1).contains(&(VM_M, t1[0].1)),
+            "host 1 forwards to M through its tunnel"
+        );
+        assert!(
+            flows(&h2).contains(&(VM_A, t2[0].1)),
+            "host 2 forwards replies to A through its tunnel"
+        );
+        assert!(flows(&h2).contains(&(VM_M, 5)), "host 2 delivers to M locally");
+        // The first frame itself is delivered by PACKET_OUT at M's host.
+        assert!(h2
+            .iter()
+            .any(|b| matches!(b, Body::PacketOut(po) if po.actions.contains(&Action::output(5)))));
+    }
+
+    #[test]
+    fn a_migration_notice_repoints_every_holder_and_the_old_host() {
+        let mut r = rig(3);
+        r.packet_in(2, 5, [0xff; 6], VM_M);
+        r.packet_in(1, 1, VM_M, VM_A);
+        r.drain_all();
+        // The destination (host 3, port 9) announces the VM at the source's STOP.
+        let notice = TccsMsg::MigrationNotify {
+            vnet: 0,
+            mac: VM_M,
+            dst_dpid: 3,
+            phase: cloudrack_wire::tccs::MIGRATION_STOPPED,
+            dst_port: 9,
+        };
+        r.app.handle(Event::Message {
+            conn: 3,
+            msg: Message::new(4, notice.to_body()),
+        });
+        let (h1, h2, h3) = (r.drain(1), r.drain(2), r.drain(3));
+        assert!(flows(&h3).contains(&(VM_M, 9)), "destination delivers locally: {h3:?}");
+        let to3 = |bodies: &[Body]| {
+            tunnel_adds(bodies)
+                .iter()
+                .find(|(ip, _)| *ip == Ipv4Addr::new(198, 18, 0, 3))
+                .map(|t| t.1)
+        };
+        let p1 = to3(&h1).expect("host 1 gets a tunnel to host 3");
+        let p2 = to3(&h2).expect("the old host gets a tunnel to host 3");
+        assert!(flows(&h1).contains(&(VM_M, p1)), "{h1:?}");
+        assert!(flows(&h2).contains(&(VM_M, p2)), "{h2:?}");
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
+        // Every switch answers the barrier: the move is complete and timed.
+        for (d, bodies) in [(1u64, &h1), (2, &h2), (3, &h3)] {
+            assert!(
+                bodies.iter().any(|b| matches!(b, Body::BarrierRequest)),
+                "no barrier to {d}"
+            );
+        }
+        assert!(r.app.move_times_ms.is_empty());
+        let xids: Vec<(u64, u32)> = r.app.moves[0].waiting.iter().copied().collect();
+        for (d, xid) in xids {
+            r.app.handle(Event::Message {
+                conn: d,
+                msg: Message::new(xid, Body::BarrierReply),
+            });
+        }
+        assert_eq!(r.app.move_times_ms.len(), 1);
+        // The VM's own announce afterwards changes nothing.
+        r.packet_in(3, 9, [0xff; 6], VM_M);
+        assert!(flows(&r.drain(1)).is_empty());
+    }
+
+    #[test]
+    fn a_notice_from_another_switch_is_ignored() {
+        let mut r = rig(3);
+        r.packet_in(2, 5, [0xff; 6], VM_M);
+        let notice = TccsMsg::MigrationNotify {
+            vnet: 0,
+            mac: VM_M,
+            dst_dpid: 3,
+            phase: 2,
+            dst_port: 9,
+        };
+        r.app.handle(Event::Message {
+            conn: 1,
+            msg: Message::new(4, notice.to_body()),
+        });
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
     }
 }

@@ -53,6 +53,8 @@ pub enum SwitchError {
     FlowTableFull(usize),
     #[error("no GRE socket: tunnels are unavailable")]
     NoGre,
+    #[error("no controller is connected")]
+    NoController,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +126,14 @@ pub enum Notify {
         remote: Ipv4Addr,
         key: u32,
         idle_ms: u64,
+    },
+    /// A VM is arriving behind a local port (live migration): the controller should point
+    /// every switch at it now instead of waiting for the VM's first frame.
+    MigrateIn {
+        dpid: u64,
+        vnet: u32,
+        mac: Mac,
+        port_no: u32,
     },
 }
 
@@ -608,6 +618,32 @@ impl Switch {
                 self.remove_port_locked(&mut st, port_no, "receive failed");
             }
         }
+    }
+
+    /// Announce that the VM with `mac` is (about to be) running behind local port `port` (name
+    /// or number): run at the migration source's STOP event, so traffic goes to the destination
+    /// from then on, where the tap holds it until the VM resumes.
+    pub fn migrate_in(&self, port: &str, mac: Mac) -> Result<u32, SwitchError> {
+        let (port_no, vnet) = {
+            let st = self.lock();
+            let p = st
+                .ports
+                .values()
+                .find(|p| p.name == port || p.port_no.to_string() == port)
+                .ok_or_else(|| SwitchError::NoSuchPort(port.into()))?;
+            (p.port_no, p.vnet)
+        };
+        if !self.dp.shared.controller_up.load(Relaxed) {
+            return Err(SwitchError::NoController);
+        }
+        info!(port, port_no, vnet, mac = %sys::fmt_mac(&mac), "migration: VM arriving");
+        self.notify(Notify::MigrateIn {
+            dpid: self.cfg.dpid,
+            vnet,
+            mac,
+            port_no,
+        });
+        Ok(port_no)
     }
 
     /// (frames looked up, frames that hit a flow) for OpenFlow table statistics.

@@ -63,6 +63,16 @@ enum Cmd {
     },
     /// Remove a tunnel (by name, port number or remote IP).
     DelTunnel { port: String },
+    /// A migrating VM is arriving behind PORT on this host: have the controller point every
+    /// switch here now. Run it at the source's STOP event (e.g. `cloudrack-vm migrate
+    /// --on-stop`): traffic then waits in the destination tap until the VM resumes, instead of
+    /// being lost until the VM announces itself.
+    MigrateIn {
+        port: String,
+        /// The VM's MAC address.
+        #[arg(long)]
+        mac: String,
+    },
     /// The switch: dpid, underlay, ports and tunnels.
     Show(Json),
     /// Tunnels with their remote, key and traffic.
@@ -95,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::DelPort { name } => (Request::DelPort { name }, false),
         Cmd::AddTunnel { remote_ip, key } => (Request::AddTunnel { remote: remote_ip, key }, false),
         Cmd::DelTunnel { port } => (Request::DelTunnel { port }, false),
+        Cmd::MigrateIn { port, mac } => (Request::MigrateIn { port, mac }, false),
         Cmd::Show(j) => (Request::Show, j.json),
         Cmd::Tunnels(j) => (Request::Tunnels, j.json),
         Cmd::Macs(j) => (Request::Macs, j.json),
@@ -119,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data["port_no"]
         ),
         Request::DelPort { .. } | Request::DelTunnel { .. } => println!("removed"),
+        Request::MigrateIn { .. } => println!("controller told: VM arriving at port {}", data["port_no"]),
         Request::Show => print_show(&data),
         Request::Tunnels => print_tunnels(&data),
         Request::Macs | Request::Flows => print_flows(&data, kind == std::mem::discriminant(&Request::Flows)),

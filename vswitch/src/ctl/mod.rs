@@ -25,6 +25,7 @@ pub enum Request {
     DelPort { name: String },
     AddTunnel { remote: Ipv4Addr, key: u32 },
     DelTunnel { port: String },
+    MigrateIn { port: String, mac: String },
     Show,
     Tunnels,
     Macs,
@@ -128,6 +129,13 @@ pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
             switch
                 .del_tunnel(port_no)
                 .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        }
+        Request::MigrateIn { port, mac } => {
+            let m = crate::port::sys::parse_mac(&mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
+            switch
+                .migrate_in(&port, m)
+                .map(|p| json!({"port_no": p}))
                 .map_err(|e| e.to_string())
         }
         Request::Show => Ok(json!({

@@ -129,6 +129,19 @@ fn notification(n: &Notify) -> Option<Message> {
             }
             Body::FlowRemoved(translate::flow_removed(flow, *reason))
         }
+        Notify::MigrateIn {
+            dpid,
+            vnet,
+            mac,
+            port_no,
+        } => TccsMsg::MigrationNotify {
+            vnet: *vnet,
+            mac: *mac,
+            dst_dpid: *dpid,
+            phase: cloudrack_wire::tccs::MIGRATION_STOPPED,
+            dst_port: *port_no,
+        }
+        .to_body(),
         Notify::TunnelIdle {
             port_no,
             remote,

@@ -23,7 +23,7 @@
 //! | 4 | `TunnelIdle` | switch → controller | 24 |
 //! | 5 | `TunnelReport` | switch → controller, after (re)connect, one per tunnel | 32 |
 //! | 6 | `PortVnet` | switch → controller, after register and on port add | 16 |
-//! | 7 | `MigrationNotify` | anyone → controller | 24 |
+//! | 7 | `MigrationNotify` | anyone → controller | 32 (24 before `dst_port` was appended) |
 //!
 //! `Register`:
 //!
@@ -83,6 +83,8 @@
 //! | 8 | 8 | dst_dpid |
 //! | 16 | 6 | mac |
 //! | 22 | 2 | reserved |
+//! | 24 | 4 | dst_port: the VM's port on the destination switch (0 = not given; absent in 24-byte records) |
+//! | 28 | 4 | reserved |
 //!
 //! # Compatibility rules
 //!
@@ -174,6 +176,8 @@ pub enum TccsMsg {
         dst_dpid: u64,
         /// One of MIGRATION_*.
         phase: u8,
+        /// The VM's port on the destination switch; 0 when not known.
+        dst_port: u32,
     },
 }
 
@@ -260,12 +264,18 @@ impl TccsMsg {
                 out.extend_from_slice(&[0; 4]);
             }
             TccsMsg::MigrationNotify {
-                vnet, mac, dst_dpid, ..
+                vnet,
+                mac,
+                dst_dpid,
+                dst_port,
+                ..
             } => {
                 out.extend_from_slice(&vnet.to_be_bytes());
                 out.extend_from_slice(&dst_dpid.to_be_bytes());
                 out.extend_from_slice(mac);
                 out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&dst_port.to_be_bytes());
+                out.extend_from_slice(&[0; 4]);
             }
         }
         out
@@ -342,11 +352,16 @@ impl TccsMsg {
             _ => {
                 let vnet = c.u32()?;
                 let dst_dpid = c.u64()?;
+                let mac = c.take()?;
+                c.take::<2>()?;
+                // Appended after the first layout: older 24-byte records leave it unknown.
+                let dst_port = c.u32().unwrap_or(0);
                 TccsMsg::MigrationNotify {
                     vnet,
-                    mac: c.take()?,
+                    mac,
                     dst_dpid,
                     phase: byte1,
+                    dst_port,
                 }
             }
         };
@@ -482,11 +497,23 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 9],
             dst_dpid: 7,
             phase: MIGRATION_COMPLETED,
+            dst_port: 5,
         };
+        let bytes = mig.encode();
         assert_eq!(
-            mig.encode(),
-            [1, 3, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0, 0, 0, 0, 9, 0, 0]
+            bytes,
+            [1, 3, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0]
         );
+        // A record of the first, 24-byte layout still decodes, without a port.
+        let old = TccsMsg::decode(TCCS_MIGRATION_NOTIFY, &bytes[..24]).unwrap();
+        assert!(matches!(
+            old,
+            TccsMsg::MigrationNotify {
+                dst_port: 0,
+                dst_dpid: 7,
+                ..
+            }
+        ));
     }
 
     #[test]
