@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Port numbers, all below 0xff00 because Open vSwitch's tools (ovs-ofctl) hold OpenFlow port
 /// numbers in 16 bits and refuse larger ones: local ports from 1 to `MAX_LOCAL_PORT`;
@@ -570,6 +570,13 @@ impl Switch {
             st.idle_reported.remove(&p);
         }
         idle.retain(|(p, ..)| st.idle_reported.insert(*p));
+        for p in st.ports.values() {
+            let dropped = p.io.take_kernel_drops();
+            if dropped > 0 {
+                p.counters.rx_kernel_dropped.fetch_add(dropped, Relaxed);
+                debug!(port = %p.name, dropped, "kernel dropped frames before the switch read them");
+            }
+        }
         let vanished: Vec<u32> = st
             .ports
             .values()

@@ -29,6 +29,8 @@ counters!(
         rx_dropped,
         /// Frames to this port that the kernel refused (queue full, device gone).
         tx_errors,
+        /// Frames the kernel dropped on their way to us (our receive queue was full).
+        rx_kernel_dropped,
         /// Milliseconds since the switch started at the last frame in or out (tunnel idleness).
         last_used_ms,
     }

@@ -231,7 +231,7 @@ fn port_stats_of(port_no: u32, c: &std::collections::BTreeMap<&'static str, u64>
         tx_packets: c["tx_packets"],
         rx_bytes: c["rx_bytes"],
         tx_bytes: c["tx_bytes"],
-        rx_dropped: c["rx_dropped"],
+        rx_dropped: c["rx_dropped"] + c["rx_kernel_dropped"],
         tx_dropped: 0,
         rx_errors: 0,
         tx_errors: c["tx_errors"],

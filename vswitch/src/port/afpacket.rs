@@ -15,7 +15,8 @@ const ETH_P_ALL: u16 = 0x0003;
 // From linux/if_packet.h; libc lacks the newer ones on some versions.
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const SOCKET_BUFFER: libc::c_int = 4 << 20;
+const SOCKET_BUFFER: libc::c_int = 16 << 20;
+const PACKET_STATISTICS: libc::c_int = 6;
 
 pub struct AfPacketPort {
     fd: OwnedFd,
@@ -160,5 +161,26 @@ impl PortIo for AfPacketPort {
 
     fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    fn take_kernel_drops(&self) -> u64 {
+        // struct tpacket_stats { tp_packets, tp_drops }; reading it resets both.
+        let mut stats = [0u32; 2];
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: stats is writable for len bytes; the kernel writes at most len.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                stats.as_mut_ptr() as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            0
+        } else {
+            stats[1] as u64
+        }
     }
 }

@@ -35,6 +35,11 @@ pub trait PortIo: Send + Sync {
     /// The kernel interface this port is attached to.
     fn ifname(&self) -> &str;
     fn ifindex(&self) -> u32;
+    /// Frames the kernel dropped before we could read them (a full socket queue) since the
+    /// last call. Ports that cannot tell say 0.
+    fn take_kernel_drops(&self) -> u64 {
+        0
+    }
 }
 
 /// Bytes kept free before a received frame, room for the virtio-net header.
