@@ -32,6 +32,7 @@ mod netns;
 mod ovs;
 mod ping;
 mod process;
+mod qemu;
 mod topology;
 mod util;
 
@@ -48,6 +49,7 @@ pub use netns::{
 pub use ovs::{OvsHost, OVS_SCHEMA, OVS_UNDERLAY_BRIDGE};
 pub use ping::{ping, ping_stats, PingStats, PING_INTERVAL};
 pub use process::{Proc, TERM_GRACE};
+pub use qemu::{cloudrack_vm_path, ensure_guest_image, guest_dir, migrate, require_qemu, GuestOutput, QemuVm, VmSpec};
 pub use topology::{vm_ns, Host, HostNet, Vm, Wan, WAN_IF};
 pub use util::{
     base36, bin_path, checked_output, command, describe_failure, exec_cmd, find_tool, output_of, render_argv,
