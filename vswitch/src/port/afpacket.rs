@@ -130,25 +130,7 @@ impl PortIo for AfPacketPort {
     }
 
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
-        let mut hdr = [0u8; vnet_hdr::LEN];
-        vnet.emit(&mut hdr);
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs point at live buffers of the stated lengths; writev only reads them.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        sys::write_with_vnet_hdr(self.fd.as_raw_fd(), vnet, frame)
     }
 
     fn takes_vnet_hdr(&self) -> bool {

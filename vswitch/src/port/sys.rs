@@ -131,6 +131,29 @@ pub fn iface_with_ipv4(ip: std::net::Ipv4Addr) -> io::Result<Option<String>> {
     Ok(found)
 }
 
+/// Write one frame preceded by its virtio-net header, without copying them together.
+pub fn write_with_vnet_hdr(fd: i32, vnet: &cloudrack_wire::vnet_hdr::VnetHdr, frame: &[u8]) -> io::Result<()> {
+    let mut hdr = [0u8; cloudrack_wire::vnet_hdr::LEN];
+    vnet.emit(&mut hdr);
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point at live buffers of the stated lengths; writev only reads them.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Format a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     format!(
