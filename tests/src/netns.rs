@@ -30,11 +30,13 @@ impl Netns {
     pub fn new(prefix: &str) -> Netns {
         require_root();
         require_tool("ip");
+        sweep_leftovers();
         let prefix = sanitize_name(prefix);
         for _ in 0..8 {
             let name = format!("{prefix}-{}", unique_tag());
             let o = output_of(&mut command(&["ip", "netns", "add", &name]));
             if o.status.success() {
+                mark_owned(&name);
                 let ns = Netns { name };
                 ns.ip(&["link", "set", "lo", "up"]);
                 return ns;
@@ -180,7 +182,51 @@ impl Drop for Netns {
             ),
             None => eprintln!("cloudrack-tests: warning: cannot run `ip netns del {}`", self.name),
         }
+        let _ = std::fs::remove_file(owner_dir().join(&self.name));
     }
+}
+
+/// Where each namespace the harness made records the pid of the process that made it, so a
+/// later run can remove what a killed run (SIGKILL, a timeout: no `Drop`) left behind.
+fn owner_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("/run/cloudrack-tests/netns")
+}
+
+fn mark_owned(name: &str) {
+    let dir = owner_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(name), std::process::id().to_string());
+    }
+}
+
+/// Once per process: delete namespaces recorded by harness processes that no longer run.
+fn sweep_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(owner_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: Option<u32> = std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            // A killed process stays a zombie until reaped: that counts as gone.
+            let alive = pid.is_some_and(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+                })
+            });
+            if alive {
+                continue;
+            }
+            let leftover = Netns { name: name.clone() };
+            eprintln!("cloudrack-tests: removing namespace {name} left by a killed run (pid {pid:?})");
+            drop(leftover);
+        }
+    });
 }
 
 /// Creates a veth pair directly between two namespaces (`name_a` in `a`,
