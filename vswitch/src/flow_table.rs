@@ -7,7 +7,7 @@
 
 use crate::dp::fib::{Mac, MacEntry};
 use crate::dp::stats::{now_ms, FlowCounters};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -182,7 +182,7 @@ impl FlowTable {
     }
 
     /// The MAC table the workers read.
-    pub fn compile(&self) -> HashMap<(u32, Mac), MacEntry> {
+    pub fn compile(&self) -> crate::dp::fib::FastMap<(u32, Mac), MacEntry> {
         self.flows
             .values()
             .map(|f| {

@@ -13,6 +13,11 @@ use std::sync::Arc;
 
 pub type Mac = [u8; 6];
 
+/// The maps workers read per frame. aHash instead of the standard SipHash: a third of the
+/// instructions of a forwarding decision went to SipHash (bench/PROFILE.md), and aHash keeps
+/// per-process random keys, so MACs chosen by a tenant still cannot aim at one bucket.
+pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortKind {
@@ -105,17 +110,17 @@ pub struct MacEntry {
 #[derive(Default, Clone)]
 pub struct Fib {
     pub generation: u64,
-    pub local: HashMap<u32, LocalPort>,
-    pub tunnels: HashMap<u32, Arc<Tunnel>>,
-    pub tunnel_by_remote: HashMap<(Ipv4Addr, u32), u32>,
-    pub flood: HashMap<u32, FloodSet>,
-    pub macs: HashMap<(u32, Mac), MacEntry>,
+    pub local: FastMap<u32, LocalPort>,
+    pub tunnels: FastMap<u32, Arc<Tunnel>>,
+    pub tunnel_by_remote: FastMap<(Ipv4Addr, u32), u32>,
+    pub flood: FastMap<u32, FloodSet>,
+    pub macs: FastMap<(u32, Mac), MacEntry>,
 }
 
 impl Fib {
     /// Recompute the flood sets from the ports and tunnels.
     pub fn rebuild_flood(&mut self) {
-        let mut flood: HashMap<u32, FloodSet> = HashMap::new();
+        let mut flood: FastMap<u32, FloodSet> = FastMap::default();
         let mut local: Vec<&LocalPort> = self.local.values().collect();
         local.sort_by_key(|p| p.port_no);
         for p in local {
