@@ -63,10 +63,11 @@ enum Cmd {
     },
     /// Remove a tunnel (by name, port number or remote IP).
     DelTunnel { port: String },
-    /// A migrating VM is arriving behind PORT on this host: have the controller point every
-    /// switch here now. Run it at the source's STOP event (e.g. `cloudrack-vm migrate
-    /// --on-stop`): traffic then waits in the destination tap until the VM resumes, instead of
-    /// being lost until the VM announces itself.
+    /// Tell the controller a migrating VM is arriving behind PORT on this host.
+    ///
+    /// Every switch is pointed here at once. Run it at the migration source's STOP event (e.g.
+    /// `cloudrack-vm migrate --on-stop`): traffic then waits in the destination tap until the
+    /// VM resumes, instead of being lost until the VM announces itself.
     MigrateIn {
         port: String,
         /// The VM's MAC address.
