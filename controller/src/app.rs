@@ -60,6 +60,9 @@ pub struct App {
     by_dpid: HashMap<u64, ConnId>,
     pub tccs: Tccs,
     pub commander: Commander,
+    /// Each switch's local ports and their virtual networks, so a broadcast is relayed only
+    /// to hosts that have a port in its network.
+    port_vnets: HashMap<u64, HashMap<u32, u32>>,
     moves: Vec<PendingMove>,
     next_xid: u32,
     /// Times of completed moves (ms), for the log and tests.
@@ -90,6 +93,7 @@ impl App {
             by_dpid: HashMap::new(),
             tccs: Tccs::default(),
             commander: Commander::default(),
+            port_vnets: HashMap::new(),
             moves: Vec::new(),
             next_xid: 1,
             move_times_ms: Vec::new(),
@@ -184,6 +188,9 @@ impl App {
                 reason: ofp::OFPPR_DELETE,
                 desc,
             } => {
+                if let Some(ports) = dpid.and_then(|d| self.port_vnets.get_mut(&d)) {
+                    ports.remove(&desc.port_no);
+                }
                 debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
             Body::MultipartReply {
@@ -223,6 +230,8 @@ impl App {
                     return;
                 }
                 self.tccs.register(reg, underlay_ip, underlay_mac);
+                // Its ports follow (PortVnet), all of them.
+                self.port_vnets.remove(&reg);
                 info!(dpid = format!("{reg:016x}"), %underlay_ip, "host registered");
                 // Rebuild what this switch already forwards (a restarted controller).
                 let req = ofp::FlowStatsRequest {
@@ -276,7 +285,11 @@ impl App {
                     self.release_tunnel(&t);
                 }
             }
-            TccsMsg::PortVnet { .. } => {}
+            TccsMsg::PortVnet { port_no, vnet } => {
+                if let Some(dpid) = dpid {
+                    self.port_vnets.entry(dpid).or_default().insert(port_no, vnet);
+                }
+            }
             TccsMsg::MigrationNotify {
                 vnet,
                 mac,
@@ -505,9 +518,23 @@ impl App {
         self.send(dpid, Body::PacketOut(po));
     }
 
-    /// Carry a broadcast to every other connected host; each floods it to its local ports only.
+    /// Carry a broadcast to every other connected host with a port (or a static tunnel) in its
+    /// network; each floods it to its local ports only.
     fn relay_flood(&mut self, origin: u64, vnet: u32, data: &[u8]) {
-        let others: Vec<u64> = self.by_dpid.keys().copied().filter(|d| *d != origin).collect();
+        let in_network = |d: &u64| {
+            self.port_vnets.get(d).is_some_and(|p| p.values().any(|v| *v == vnet))
+                || self
+                    .tccs
+                    .static_ports
+                    .iter()
+                    .any(|((sd, _), key)| sd == d && *key == vnet)
+        };
+        let others: Vec<u64> = self
+            .by_dpid
+            .keys()
+            .copied()
+            .filter(|d| *d != origin && in_network(d))
+            .collect();
         for d in others {
             self.packet_out_flood(d, vnet, None, data);
         }
@@ -820,6 +847,22 @@ mod test {
         // The VM's own announce afterwards changes nothing.
         r.packet_in(3, 9, [0xff; 6], VM_M);
         assert!(flows(&r.drain(1)).is_empty());
+    }
+
+    #[test]
+    fn broadcasts_are_relayed_only_to_hosts_in_the_network() {
+        let mut r = rig(3);
+        for (d, vnet) in [(2u64, 0u32), (3, 7)] {
+            let pv = TccsMsg::PortVnet { port_no: 1, vnet };
+            r.app.handle(Event::Message {
+                conn: d,
+                msg: Message::new(5, pv.to_body()),
+            });
+        }
+        r.packet_in(1, 1, [0xff; 6], VM_A);
+        let relayed = |bodies: Vec<Body>| bodies.iter().any(|b| matches!(b, Body::PacketOut(_)));
+        assert!(relayed(r.drain(2)), "host 2 has a port in network 0");
+        assert!(!relayed(r.drain(3)), "host 3 has none");
     }
 
     #[test]

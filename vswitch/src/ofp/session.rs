@@ -77,19 +77,21 @@ pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: TcpStream, peer: Peer) ->
 fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<Notify>) {
     let mut buf = Vec::with_capacity(4096);
     loop {
-        let msg = select! {
-            recv(out) -> m => match m { Ok(m) => m, Err(_) => break },
+        let msgs = select! {
+            recv(out) -> m => match m { Ok(m) => vec![m], Err(_) => break },
             recv(notify) -> n => match n {
-                Ok(n) => match notification(&n) {
-                    Some(m) => m,
-                    None => continue,
-                },
+                Ok(n) => notification(&n),
                 // The session is not a controller's; keep serving replies.
-                Err(_) => match out.recv() { Ok(m) => m, Err(_) => break },
+                Err(_) => match out.recv() { Ok(m) => vec![m], Err(_) => break },
             },
         };
+        if msgs.is_empty() {
+            continue;
+        }
         buf.clear();
-        msg.encode_into(&mut buf);
+        for m in &msgs {
+            m.encode_into(&mut buf);
+        }
         // Write whatever else is queued in the same syscall.
         while let Ok(m) = out.try_recv() {
             m.encode_into(&mut buf);
@@ -104,13 +106,22 @@ fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<No
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// The asynchronous message for a switch event, if the controller wants one.
-fn notification(n: &Notify) -> Option<Message> {
+/// The asynchronous messages for a switch event (none if the controller does not want one).
+fn notification(n: &Notify) -> Vec<Message> {
     let body = match n {
-        Notify::PortAdded(p) => Body::PortStatus {
-            reason: ofp::OFPPR_ADD,
-            desc: translate::port_desc(p),
-        },
+        Notify::PortAdded(p) => {
+            // Which network the port is in, so broadcasts are relayed only where they matter.
+            let vnet = TccsMsg::PortVnet {
+                port_no: p.port_no,
+                vnet: p.vnet,
+            }
+            .to_body();
+            let status = Body::PortStatus {
+                reason: ofp::OFPPR_ADD,
+                desc: translate::port_desc(p),
+            };
+            return vec![Message::new(0, status), Message::new(0, vnet)];
+        }
         Notify::PortDeleted(p) => Body::PortStatus {
             reason: ofp::OFPPR_DELETE,
             desc: translate::port_desc(p),
@@ -125,7 +136,7 @@ fn notification(n: &Notify) -> Option<Message> {
         },
         Notify::FlowRemoved { flow, reason } => {
             if flow.flags & ofp::OFPFF_SEND_FLOW_REM == 0 {
-                return None;
+                return Vec::new();
             }
             Body::FlowRemoved(translate::flow_removed(flow, *reason))
         }
@@ -155,7 +166,7 @@ fn notification(n: &Notify) -> Option<Message> {
         }
         .to_body(),
     };
-    Some(Message::new(0, body))
+    vec![Message::new(0, body)]
 }
 
 impl Session {
