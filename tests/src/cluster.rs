@@ -237,6 +237,12 @@ pub fn send_garp(ns: &Netns, ifname: &str, mac: [u8; 6], ip: Ipv4Addr) {
 
 /// Send one raw Ethernet frame out of `ifname` (in the current thread's namespace).
 pub fn raw_send(ifname: &str, frame: &[u8]) {
+    raw_send_many(ifname, frame, 1);
+}
+
+/// Send `count` copies of a raw Ethernet frame out of `ifname` through one socket (closing an
+/// AF_PACKET socket waits for an RCU grace period: one socket per frame is slow).
+pub fn raw_send_many(ifname: &str, frame: &[u8], count: usize) {
     let c = std::ffi::CString::new(ifname).unwrap();
     // SAFETY: plain libc calls with valid, live arguments; the fd is closed at the end.
     unsafe {
@@ -248,16 +254,18 @@ pub fn raw_send(ifname: &str, frame: &[u8]) {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = idx as i32;
         sll.sll_halen = 6;
-        let rc = libc::sendto(
-            fd,
-            frame.as_ptr() as *const libc::c_void,
-            frame.len(),
-            0,
-            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
+        for _ in 0..count {
+            let rc = libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert!(rc == frame.len() as isize, "raw send failed");
+        }
         libc::close(fd);
-        assert!(rc == frame.len() as isize, "raw send failed");
     }
 }
 

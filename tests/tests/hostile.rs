@@ -75,11 +75,7 @@ fn garbage_is_counted_and_forwarding_goes_on() {
         f.resize(60, 0xab);
         f
     };
-    a.ns.enter(move || {
-        for _ in 0..2000 {
-            raw_send("eth0", &frame);
-        }
-    });
+    a.ns.enter(move || raw_send_many("eth0", &frame, 2000));
     let counted = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         counter(&c, 0, "drop_bad_src_mac") >= 2000
     });
