@@ -3,6 +3,7 @@
 
 mod cpu;
 mod iperf;
+mod migration;
 mod report;
 mod rr;
 mod systems;
@@ -34,6 +35,10 @@ enum Cmd {
     /// Throughput, small-frame rate, latency and CPU cost of the datapath, in one run, for
     /// cloudrack, ovs (userspace), kernel (bridges + VXLAN) and bridge (one Linux bridge).
     Datapath(DatapathArgs),
+    /// Live migration of a real QEMU guest under TCP and fixed-rate UDP streams: gaps,
+    /// datagrams lost, QEMU downtime and true pause, for cloudrack (with and without the
+    /// migrate-in notice at STOP) and Open vSwitch.
+    Migration(migration::MigrationArgs),
 }
 
 #[derive(Args)]
@@ -84,6 +89,13 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Datapath(a) => match catching(|| datapath(a)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cloudrack-bench: {e}");
+                2
+            }
+        },
+        Cmd::Migration(a) => match catching(|| migration::run(a)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("cloudrack-bench: {e}");
@@ -683,6 +695,7 @@ mod tests {
         full.extend_from_slice(v);
         match Cli::parse_from(full).cmd {
             Cmd::Datapath(a) => a,
+            Cmd::Migration(_) => unreachable!(),
         }
     }
 
