@@ -24,24 +24,6 @@ pub struct AfPacketPort {
     ifindex: u32,
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: value lives across the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 impl AfPacketPort {
     /// Open a socket on interface `ifname` and bring the interface up.
     pub fn open(ifname: &str) -> io::Result<AfPacketPort> {
@@ -63,11 +45,11 @@ impl AfPacketPort {
         }
         // SAFETY: raw is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         // Bigger queues ride out bursts while a worker is busy; failure only costs headroom.
-        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
-        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
+        let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
+        let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
 
         // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

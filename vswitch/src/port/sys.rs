@@ -131,6 +131,25 @@ pub fn iface_with_ipv4(ip: std::net::Ipv4Addr) -> io::Result<Option<String>> {
     Ok(found)
 }
 
+/// Set an integer socket option.
+pub fn setsockopt_int(fd: i32, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the value lives across the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Write one frame preceded by its virtio-net header, without copying them together.
 pub fn write_with_vnet_hdr(fd: i32, vnet: &cloudrack_wire::vnet_hdr::VnetHdr, frame: &[u8]) -> io::Result<()> {
     let mut hdr = [0u8; cloudrack_wire::vnet_hdr::LEN];

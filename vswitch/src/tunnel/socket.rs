@@ -12,24 +12,6 @@ use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: the value lives across the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 pub struct GreSocket {
     sock: Socket,
 }
@@ -47,11 +29,11 @@ impl GreSocket {
         // Reassembled super-frames are costly in buffer accounting (each fragment keeps its own
         // buffer): a small receive buffer drops whole 64 KB frames. Root may exceed rmem_max.
         for (opt, size) in [(libc::SO_RCVBUFFORCE, 64 << 20), (libc::SO_SNDBUFFORCE, 16 << 20)] {
-            if setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
+            if crate::port::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
                 let _ = sock.set_recv_buffer_size(size as usize);
             }
         }
-        setsockopt_int(
+        crate::port::sys::setsockopt_int(
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
