@@ -141,8 +141,46 @@ fn ms(v: &serde_json::Value) -> String {
     }
 }
 
+/// Live migration under TCG (no KVM here) sometimes corrupts the guest's memory: the migrated
+/// guest's kernel panics right after RESUME (seen in about 1 of 15 migrations, with or without
+/// traffic through Cloud Rack; the switch only hands frames to a tap and cannot reach guest
+/// memory). When, and only when, the migrated guest's console shows a kernel panic, the whole
+/// scenario runs once more with fresh VMs, saying so loudly. Any other failure fails the test.
 #[test]
 fn live_migration_during_tcp_transfer_keeps_every_byte() {
+    const ATTEMPTS: usize = 2;
+    for attempt in 1..=ATTEMPTS {
+        let started = std::time::SystemTime::now();
+        let result = std::panic::catch_unwind(migration_scenario);
+        let Err(panic) = result else { return };
+        let crashed = guest_kernel_panicked_since(started);
+        if crashed && attempt < ATTEMPTS {
+            eprintln!(
+                "##### attempt {attempt}: the migrated guest's kernel panicked after RESUME (QEMU TCG migration); \
+                 running the scenario again with fresh VMs #####"
+            );
+            continue;
+        }
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Whether a migrated guest's console (in a test directory kept after a failure) written since
+/// `since` shows a kernel panic.
+fn guest_kernel_panicked_since(since: std::time::SystemTime) -> bool {
+    let Ok(dirs) = std::fs::read_dir(harness_tmp_root()) else {
+        return false;
+    };
+    dirs.flatten()
+        .filter(|d| d.file_name().to_string_lossy().starts_with("vm_live_migration-"))
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|vm| vm.file_name().to_string_lossy().starts_with("in-"))
+        .map(|vm| vm.path().join("console.log"))
+        .filter(|log| log.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= since))
+        .any(|log| std::fs::read_to_string(log).is_ok_and(|text| text.contains("Kernel panic")))
+}
+
+fn migration_scenario() {
     let _logs = TestLogs::new("vm_live_migration");
     let test_started = Instant::now();
     require_qemu();
