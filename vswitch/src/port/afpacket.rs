@@ -96,19 +96,7 @@ impl PortIo for AfPacketPort {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        if n > room.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "frame larger than the receive buffer",
-            ));
-        }
-        let vnet = VnetHdr::parse(&room[..n])
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
-        Ok(RxFrame {
-            vnet,
-            offset: RX_HEADROOM,
-            len: n - vnet_hdr::LEN,
-        })
+        super::vnet_rx_frame(room, n)
     }
 
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {

@@ -42,6 +42,24 @@ pub trait PortIo: Send + Sync {
     }
 }
 
+/// The frame a port read: `n` bytes at `RX_HEADROOM - vnet_hdr::LEN` of the buffer, starting
+/// with the virtio-net header (read into `room`, the buffer from that offset on).
+pub(crate) fn vnet_rx_frame(room: &[u8], n: usize) -> io::Result<RxFrame> {
+    if n > room.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame larger than the receive buffer",
+        ));
+    }
+    let vnet =
+        VnetHdr::parse(&room[..n]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
+    Ok(RxFrame {
+        vnet,
+        offset: RX_HEADROOM,
+        len: n - cloudrack_wire::vnet_hdr::LEN,
+    })
+}
+
 /// Bytes kept free before a received frame, room for the virtio-net header.
 pub const RX_HEADROOM: usize = 16;
 /// Largest frame a port hands us: a 64 KB GSO frame plus its headers.

@@ -63,13 +63,7 @@ impl PortIo for TapPort {
             // A tap read of 0 means the device is gone (or detached), not an empty frame.
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "tap returned end of file"));
         }
-        let vnet = VnetHdr::parse(&room[..n])
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no virtio-net header"))?;
-        Ok(RxFrame {
-            vnet,
-            offset: RX_HEADROOM,
-            len: n - vnet_hdr::LEN,
-        })
+        super::vnet_rx_frame(room, n)
     }
 
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
