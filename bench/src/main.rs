@@ -107,19 +107,7 @@ fn main() {
 }
 
 fn settings(a: &DatapathArgs) -> Result<Settings, String> {
-    let mut systems = Vec::new();
-    for name in a.only.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let s = System::parse(name)
-            .ok_or_else(|| format!("--only: unknown system {name:?} (known: cloudrack, ovs, kernel, bridge)"))?;
-        if !systems.contains(&s) {
-            systems.push(s);
-        }
-    }
-    if systems.is_empty() {
-        systems = System::ALL.to_vec();
-    }
-    // Always in the canonical order, so runs compare line by line.
-    systems.sort_by_key(|s| System::ALL.iter().position(|x| x == s));
+    let systems = util::select_systems(&a.only, System::ALL, System::parse, "cloudrack, ovs, kernel, bridge")?;
     let seconds = a.duration.unwrap_or(if a.quick { 3 } else { 6 });
     if !(1..=600).contains(&seconds) {
         return Err("--duration must be 1..=600 seconds".into());

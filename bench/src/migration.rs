@@ -130,20 +130,12 @@ struct Settings {
 }
 
 fn settings(a: &MigrationArgs) -> Result<Settings, String> {
-    let mut systems = Vec::new();
-    for n in a.only.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let s = Sys::ALL
-            .into_iter()
-            .find(|x| x.name() == n)
-            .ok_or_else(|| format!("--only: unknown system {n:?} (known: cloudrack, cloudrack-reactive, ovs)"))?;
-        if !systems.contains(&s) {
-            systems.push(s);
-        }
-    }
-    if systems.is_empty() {
-        systems = Sys::ALL.to_vec();
-    }
-    systems.sort_by_key(|s| Sys::ALL.iter().position(|x| x == s));
+    let systems = crate::util::select_systems(
+        &a.only,
+        Sys::ALL,
+        |n| Sys::ALL.into_iter().find(|x| x.name() == n),
+        "cloudrack, cloudrack-reactive, ovs",
+    )?;
     let mut tests = vec![Test::StaticTcp, Test::Tcp];
     let rates: Vec<String> = if a.rates.is_empty() {
         vec!["20M".into(), "100M".into()]

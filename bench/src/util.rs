@@ -195,6 +195,29 @@ pub fn utc_file_stamp() -> String {
     format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
 }
 
+/// The systems named by `--only` (all of them when none is named), without repeats and in the
+/// canonical order of `all`, so runs compare line by line.
+pub fn select_systems<T: Copy + PartialEq>(
+    only: &[String],
+    all: impl IntoIterator<Item = T>,
+    parse: impl Fn(&str) -> Option<T>,
+    known: &str,
+) -> Result<Vec<T>, String> {
+    let all: Vec<T> = all.into_iter().collect();
+    let mut systems = Vec::new();
+    for name in only.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let s = parse(name).ok_or_else(|| format!("--only: unknown system {name:?} (known: {known})"))?;
+        if !systems.contains(&s) {
+            systems.push(s);
+        }
+    }
+    if systems.is_empty() {
+        systems = all.clone();
+    }
+    systems.sort_by_key(|s| all.iter().position(|x| x == s));
+    Ok(systems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
