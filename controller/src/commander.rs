@@ -80,6 +80,10 @@ impl Commander {
     pub fn len(&self) -> usize {
         self.locations.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,8 @@
 //! cloudrack-controller: the Cloud Rack controller (OpenFlow 1.3 server with the Commander and
 //! TCCS apps).
 
-mod app;
-mod commander;
-mod server;
-mod tccs;
-
 use anyhow::{bail, Context};
+use cloudrack_controller::{app, server};
 use clap::Parser;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -1,0 +1,8 @@
+//! Cloud Rack controller library: the OpenFlow server (`server`), the single-threaded app that
+//! owns all state (`app`), and its two halves, the Commander (`commander`: MAC locations,
+//! forwarding) and TCCS (`tccs`: host registry, tunnels). The binary in main.rs wires them up.
+
+pub mod app;
+pub mod commander;
+pub mod server;
+pub mod tccs;
