@@ -239,10 +239,13 @@ impl Bed {
         }
     }
 
-    fn attach(&self, i: usize, tap: &str) {
+    /// Attach a VM's tap, bound to the VM's MAC (on Cloud Rack, only a bound port may take a
+    /// MAC over: the migration destination declares its VM this way).
+    fn attach(&self, i: usize, tap: &str, mac: &str) {
         match &self.net {
             Net::Cr(c) => {
-                c.ctl(i, &["add-port", tap, "--kind", "system", "--vnet", &VNET.to_string()]);
+                let vnet = VNET.to_string();
+                c.ctl(i, &["add-port", tap, "--kind", "system", "--vnet", &vnet, "--mac", mac]);
             }
             Net::Ovs { hosts, .. } => hosts[i].add_port("br-int", tap),
         }
@@ -310,8 +313,8 @@ impl Bed {
             migrations: 0,
             _logs: logs,
         };
-        bed.attach(0, "vm1t");
-        bed.attach(1, "vm2t0");
+        bed.attach(0, "vm1t", VM1_MAC);
+        bed.attach(1, "vm2t0", VM2_MAC);
         bed.vm1.wait_ready(Duration::from_secs(120));
         bed.vm2.wait_ready(Duration::from_secs(120));
         if sys == Sys::Ovs {
@@ -345,7 +348,7 @@ impl Bed {
         let tap = format!("vm2t{}", self.migrations);
         let spec2 = self.vm2.spec.clone();
         let vm = catching(|| Ok(QemuVm::start(self.host_ns(1), &tap, &spec2, None)))?;
-        self.attach(1, &tap);
+        self.attach(1, &tap, VM2_MAC);
         let mut old = std::mem::replace(&mut self.vm2, vm);
         old.stop();
         self.vm2_host = 1;
@@ -591,7 +594,7 @@ fn measure(bed: &mut Bed, test: &Test, s: &Settings) -> Result<Value, String> {
     let uri = format!("tcp:{}:{}", bed.underlay_ip(dst_host), 4400 + bed.migrations);
     let spec2 = bed.vm2.spec.clone();
     let incoming = catching(|| Ok(QemuVm::start(bed.host_ns(dst_host), &tap, &spec2, Some(&uri))))?;
-    bed.attach(dst_host, &tap);
+    bed.attach(dst_host, &tap, VM2_MAC);
     let mut on_stop_log = None;
     let on_stop = match (&bed.net, bed.sys) {
         (Net::Cr(c), Sys::Cloudrack) => {

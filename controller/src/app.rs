@@ -2,7 +2,7 @@
 //! order (switch connected, message, disconnected, timer), so there are no locks and no races
 //! between a learning and a move. Sessions only frame bytes and forward messages here.
 
-use crate::commander::{Commander, Learned, Location, Mac};
+use crate::commander::{Commander, Learned, Limits, Location, Mac, Refusal};
 use crate::tccs::{Ensure, Tccs, TunnelPair};
 use cloudrack_wire::ofp::{
     self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm,
@@ -37,6 +37,19 @@ pub struct Config {
     pub tunnel_idle: Duration,
     /// Idle timeout of forwarding entries towards remote hosts (0: none).
     pub flow_idle_s: u16,
+    /// Bounds of the location registry.
+    pub limits: Limits,
+}
+
+/// What the app refused or dropped, by reason (in the status log and `status()`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct AppCounters {
+    pub packet_ins: u64,
+    /// Frames whose source MAC belongs to another port (spoofing, or a move to an unbound port).
+    pub moves_refused: u64,
+    /// New MACs refused because their port or network is full.
+    pub macs_refused_full: u64,
+    pub bindings_declared: u64,
 }
 
 struct Conn {
@@ -67,6 +80,9 @@ pub struct App {
     next_xid: u32,
     /// Times of completed moves (ms), for the log and tests.
     pub move_times_ms: Vec<f64>,
+    pub counters: AppCounters,
+    /// When a refusal was last logged (a spoofing VM must not flood the log).
+    last_refusal_log: Option<Instant>,
 }
 
 /// Priority of the forwarding entries we install.
@@ -88,15 +104,17 @@ fn is_multicast(m: &Mac) -> bool {
 impl App {
     pub fn new(cfg: Config) -> App {
         App {
-            cfg,
             conns: HashMap::new(),
             by_dpid: HashMap::new(),
             tccs: Tccs::default(),
-            commander: Commander::default(),
+            commander: Commander::with_limits(cfg.limits),
             port_vnets: HashMap::new(),
             moves: Vec::new(),
             next_xid: 1,
             move_times_ms: Vec::new(),
+            counters: AppCounters::default(),
+            last_refusal_log: None,
+            cfg,
         }
     }
 
@@ -191,6 +209,12 @@ impl App {
                 if let Some(ports) = dpid.and_then(|d| self.port_vnets.get_mut(&d)) {
                     ports.remove(&desc.port_no);
                 }
+                if let Some(dpid) = dpid {
+                    self.commander.port_gone(Location {
+                        dpid,
+                        port: desc.port_no,
+                    });
+                }
                 debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
             Body::MultipartReply {
@@ -230,8 +254,9 @@ impl App {
                     return;
                 }
                 self.tccs.register(reg, underlay_ip, underlay_mac);
-                // Its ports follow (PortVnet), all of them.
+                // Its ports follow (PortVnet, PortBinding), all of them.
                 self.port_vnets.remove(&reg);
+                self.commander.unbind_switch(reg);
                 info!(dpid = format!("{reg:016x}"), %underlay_ip, "host registered");
                 // Rebuild what this switch already forwards (a restarted controller).
                 let req = ofp::FlowStatsRequest {
@@ -288,6 +313,36 @@ impl App {
             TccsMsg::PortVnet { port_no, vnet } => {
                 if let Some(dpid) = dpid {
                     self.port_vnets.entry(dpid).or_default().insert(port_no, vnet);
+                }
+            }
+            TccsMsg::PortBinding {
+                port_no,
+                vnet,
+                mac,
+                bound,
+            } => {
+                let Some(dpid) = dpid else { return };
+                let at = Location { dpid, port: port_no };
+                if bound {
+                    if self.commander.bind(vnet, mac, at) {
+                        self.counters.bindings_declared += 1;
+                        info!(
+                            dpid = format!("{dpid:016x}"),
+                            port = port_no,
+                            vnet,
+                            mac = fmt_mac(&mac),
+                            "port bound to VM"
+                        );
+                    }
+                } else {
+                    self.commander.unbind(vnet, mac, at);
+                    info!(
+                        dpid = format!("{dpid:016x}"),
+                        port = port_no,
+                        vnet,
+                        mac = fmt_mac(&mac),
+                        "port binding released"
+                    );
                 }
             }
             TccsMsg::MigrationNotify {
@@ -458,12 +513,14 @@ impl App {
         }
         let dst: Mac = pin.data[0..6].try_into().unwrap_or([0; 6]);
         let src: Mac = pin.data[6..12].try_into().unwrap_or([0; 6]);
+        self.counters.packet_ins += 1;
         if self.tccs.is_tunnel_port(dpid, in_port) {
             // Frames from controller-made tunnels teach nothing: their senders are known.
             return;
         }
-        if !is_multicast(&src) {
-            self.learn(dpid, in_port, vnet, src);
+        // A frame whose sender may not be here (spoofed, or its port is full) goes no further.
+        if !is_multicast(&src) && !self.learn(dpid, in_port, vnet, src) {
+            return;
         }
         if is_multicast(&dst) {
             self.relay_flood(dpid, vnet, &pin.data);
@@ -540,10 +597,39 @@ impl App {
         }
     }
 
-    fn learn(&mut self, dpid: u64, port: u32, vnet: u32, mac: Mac) {
+    /// Learn where `mac` is; false if the registry refused it there.
+    fn learn(&mut self, dpid: u64, port: u32, vnet: u32, mac: Mac) -> bool {
         let at = Location { dpid, port };
         let learned = self.commander.learn(vnet, mac, at);
         match learned {
+            Learned::Refused(why) => {
+                match why {
+                    Refusal::NotBound { .. } => self.counters.moves_refused += 1,
+                    Refusal::PortFull | Refusal::VnetFull => self.counters.macs_refused_full += 1,
+                }
+                let quiet = self
+                    .last_refusal_log
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                if !quiet {
+                    self.last_refusal_log = Some(Instant::now());
+                    let owner = match why {
+                        Refusal::NotBound { owner: Some(o) } => format!("{:016x}/{}", o.dpid, o.port),
+                        _ => "-".into(),
+                    };
+                    warn!(
+                        dpid = format!("{dpid:016x}"),
+                        port,
+                        vnet,
+                        mac = fmt_mac(&mac),
+                        reason = ?why,
+                        owner,
+                        moves_refused = self.counters.moves_refused,
+                        macs_refused_full = self.counters.macs_refused_full,
+                        "refused a MAC at this port (not bound to it, or table full); its frames are dropped"
+                    );
+                }
+                return false;
+            }
             Learned::Same => {
                 // The switch asked again: its entry is missing (expired, or lost). Re-install.
                 self.flow_add(dpid, vnet, mac, port, 0);
@@ -598,6 +684,7 @@ impl App {
                 });
             }
         }
+        true
     }
 
     fn barrier_reply(&mut self, dpid: u64, xid: u32) {
@@ -652,6 +739,8 @@ impl App {
             "hosts": hosts,
             "tunnels": self.tccs.tunnels().count(),
             "locations": self.commander.len(),
+            "bindings": self.commander.bindings_len(),
+            "counters": self.counters,
             "moves_completed": self.move_times_ms.len(),
         })
     }
@@ -676,6 +765,7 @@ mod test {
         let mut app = App::new(Config {
             tunnel_idle: Duration::from_secs(60),
             flow_idle_s: 300,
+            limits: Limits::default(),
         });
         let mut rx = Vec::new();
         for d in 1..=n {
@@ -711,6 +801,18 @@ mod test {
     }
 
     impl Rig {
+        fn bind(&mut self, dpid: u64, port_no: u32, mac: Mac) {
+            let b = TccsMsg::PortBinding {
+                port_no,
+                vnet: 0,
+                mac,
+                bound: true,
+            };
+            self.app.handle(Event::Message {
+                conn: dpid,
+                msg: Message::new(6, b.to_body()),
+            });
+        }
         fn drain(&self, dpid: u64) -> Vec<Body> {
             self.rx[dpid as usize - 1].try_iter().map(|m| m.body).collect()
         }
@@ -803,7 +905,8 @@ mod test {
         r.packet_in(2, 5, [0xff; 6], VM_M);
         r.packet_in(1, 1, VM_M, VM_A);
         r.drain_all();
-        // The destination (host 3, port 9) announces the VM at the source's STOP.
+        // The destination (host 3, port 9) declared the VM, and announces it at the source's STOP.
+        r.bind(3, 9, VM_M);
         let notice = TccsMsg::MigrationNotify {
             vnet: 0,
             mac: VM_M,
@@ -847,6 +950,43 @@ mod test {
         // The VM's own announce afterwards changes nothing.
         r.packet_in(3, 9, [0xff; 6], VM_M);
         assert!(flows(&r.drain(1)).is_empty());
+    }
+
+    #[test]
+    fn a_spoofed_mac_steals_nothing_and_goes_nowhere() {
+        let mut r = rig(3);
+        r.packet_in(2, 5, [0xff; 6], VM_M);
+        r.packet_in(1, 1, VM_M, VM_A);
+        r.drain_all();
+        // Host 3's port 7 is not bound to M: its gratuitous ARP, and a unicast, with M's MAC.
+        r.packet_in(3, 7, [0xff; 6], VM_M);
+        r.packet_in(3, 7, VM_A, VM_M);
+        let (h1, h2, h3) = (r.drain(1), r.drain(2), r.drain(3));
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
+        for (d, bodies) in [(1, &h1), (2, &h2), (3, &h3)] {
+            assert!(bodies.is_empty(), "host {d} was told something: {bodies:?}");
+        }
+        assert_eq!(r.app.counters.moves_refused, 2);
+        // Bound, the same port takes it over (a migration's destination).
+        r.bind(3, 7, VM_M);
+        r.packet_in(3, 7, [0xff; 6], VM_M);
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 7 }));
+        assert!(!flows(&r.drain(1)).is_empty(), "the holder was re-pointed");
+    }
+
+    #[test]
+    fn a_port_inventing_macs_is_capped() {
+        let mut r = rig(2);
+        r.app.commander.limits.macs_per_port = 10;
+        for i in 0..1000u32 {
+            let b = i.to_be_bytes();
+            r.packet_in(1, 1, [0xff; 6], [2, 0xee, b[0], b[1], b[2], b[3]]);
+        }
+        assert_eq!(r.app.commander.len(), 10);
+        assert_eq!(r.app.counters.macs_refused_full, 990);
+        // Other ports still learn.
+        r.packet_in(2, 5, [0xff; 6], VM_M);
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The Commander: the global location registry (virtual network, MAC) → (dpid, port), and which
 //! switches hold a forwarding entry for each MAC (so a move re-points exactly those, and no
 //! change is broadcast to hosts that never cared). Pure state.
+//!
+//! It also decides who may claim a MAC (MAC-move authorization, after OVN's requested-chassis):
+//! a MAC bound to ports (the VM's own port, a migration's destination that declared the VM
+//! before it arrives) may only be located at one of them; an unbound MAC belongs to the first
+//! port it was seen on until that port is deleted. So a VM that sends with another VM's MAC,
+//! gratuitous ARP and RARP included, does not take its traffic. Tables are bounded per port
+//! and per network, so a VM inventing source MACs cannot grow the controller without end.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,32 +32,163 @@ pub enum Learned {
     Moved {
         from: Location,
     },
+    /// Not accepted; the registry is unchanged.
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The MAC is bound to other ports, or owned by the live port it was first seen on.
+    NotBound { owner: Option<Location> },
+    /// The port already has its limit of MACs.
+    PortFull,
+    /// The virtual network already has its limit of MACs.
+    VnetFull,
+}
+
+/// Table bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub macs_per_port: usize,
+    pub macs_per_vnet: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            macs_per_port: 256,
+            macs_per_vnet: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: Location,
+    /// Its port was deleted: any port may claim the MAC (unless it is bound elsewhere).
+    orphaned: bool,
 }
 
 #[derive(Default)]
 pub struct Commander {
-    locations: HashMap<(u32, Mac), Location>,
+    pub limits: Limits,
+    locations: HashMap<(u32, Mac), Entry>,
     /// Switches with a flow for (vnet, MAC).
     installed: HashMap<(u32, Mac), HashSet<u64>>,
+    /// Ports each bound MAC may be located at.
+    bindings: HashMap<(u32, Mac), Vec<Location>>,
+    per_port: HashMap<Location, usize>,
+    per_vnet: HashMap<u32, usize>,
 }
 
 impl Commander {
-    pub fn locate(&self, vnet: u32, mac: &Mac) -> Option<Location> {
-        self.locations.get(&(vnet, *mac)).copied()
+    pub fn with_limits(limits: Limits) -> Commander {
+        Commander {
+            limits,
+            ..Default::default()
+        }
     }
 
+    pub fn locate(&self, vnet: u32, mac: &Mac) -> Option<Location> {
+        self.locations.get(&(vnet, *mac)).map(|e| e.at)
+    }
+
+    fn is_bound_to(&self, vnet: u32, mac: &Mac, at: Location) -> bool {
+        self.bindings.get(&(vnet, *mac)).is_some_and(|b| b.contains(&at))
+    }
+
+    /// A frame from `mac` arrived at `at`: record it there if `at` may hold it.
     pub fn learn(&mut self, vnet: u32, mac: Mac, at: Location) -> Learned {
-        match self.locations.insert((vnet, mac), at) {
-            None => Learned::New,
-            Some(old) if old == at => Learned::Same,
-            Some(old) if old.dpid == at.dpid => Learned::PortChanged { from: old },
-            Some(old) => Learned::Moved { from: old },
+        let key = (vnet, mac);
+        let bound_here = self.is_bound_to(vnet, &mac, at);
+        let bound_elsewhere = !bound_here && self.bindings.contains_key(&key);
+        let old = self.locations.get(&key).copied();
+        if let Some(e) = old {
+            if e.at == at {
+                return Learned::Same;
+            }
+            if !(bound_here || (e.orphaned && !bound_elsewhere)) {
+                return Learned::Refused(Refusal::NotBound { owner: Some(e.at) });
+            }
+        } else if bound_elsewhere {
+            return Learned::Refused(Refusal::NotBound { owner: None });
         }
+        if self.per_port.get(&at).copied().unwrap_or(0) >= self.limits.macs_per_port {
+            return Learned::Refused(Refusal::PortFull);
+        }
+        if old.is_none() && self.per_vnet.get(&vnet).copied().unwrap_or(0) >= self.limits.macs_per_vnet {
+            return Learned::Refused(Refusal::VnetFull);
+        }
+        self.place(key, at, old.map(|e| e.at));
+        match old {
+            None => Learned::New,
+            Some(e) if e.at.dpid == at.dpid => Learned::PortChanged { from: e.at },
+            Some(e) => Learned::Moved { from: e.at },
+        }
+    }
+
+    fn place(&mut self, key: (u32, Mac), at: Location, from: Option<Location>) {
+        match from {
+            Some(f) => {
+                if let Some(n) = self.per_port.get_mut(&f) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.per_port.remove(&f);
+                    }
+                }
+            }
+            None => *self.per_vnet.entry(key.0).or_default() += 1,
+        }
+        *self.per_port.entry(at).or_default() += 1;
+        self.locations.insert(key, Entry { at, orphaned: false });
     }
 
     /// Keep a location only if nothing newer is known (used when rebuilding from switches).
     pub fn learn_if_unknown(&mut self, vnet: u32, mac: Mac, at: Location) {
-        self.locations.entry((vnet, mac)).or_insert(at);
+        if !self.locations.contains_key(&(vnet, mac)) {
+            self.place((vnet, mac), at, None);
+        }
+    }
+
+    /// `at` is bound to the VM `mac`: it may take the MAC over. False if it already was.
+    pub fn bind(&mut self, vnet: u32, mac: Mac, at: Location) -> bool {
+        let b = self.bindings.entry((vnet, mac)).or_default();
+        if b.contains(&at) {
+            return false;
+        }
+        b.push(at);
+        true
+    }
+
+    pub fn unbind(&mut self, vnet: u32, mac: Mac, at: Location) {
+        if let Some(b) = self.bindings.get_mut(&(vnet, mac)) {
+            b.retain(|l| *l != at);
+            if b.is_empty() {
+                self.bindings.remove(&(vnet, mac));
+            }
+        }
+    }
+
+    /// Forget every binding on a switch (it re-registers and declares them again).
+    pub fn unbind_switch(&mut self, dpid: u64) {
+        self.bindings.retain(|_, b| {
+            b.retain(|l| l.dpid != dpid);
+            !b.is_empty()
+        });
+    }
+
+    /// A port was deleted: its bindings go, and its MACs may be claimed by another port. Their
+    /// locations stay, so when the VM shows up elsewhere every holder is re-pointed.
+    pub fn port_gone(&mut self, at: Location) {
+        self.bindings.retain(|_, b| {
+            b.retain(|l| *l != at);
+            !b.is_empty()
+        });
+        if self.per_port.get(&at).copied().unwrap_or(0) > 0 {
+            for e in self.locations.values_mut().filter(|e| e.at == at) {
+                e.orphaned = true;
+            }
+        }
     }
 
     pub fn installed_on(&mut self, vnet: u32, mac: Mac, dpid: u64) {
@@ -84,6 +222,10 @@ impl Commander {
     pub fn is_empty(&self) -> bool {
         self.locations.is_empty()
     }
+
+    pub fn bindings_len(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
 }
 
 #[cfg(test)]
@@ -92,19 +234,81 @@ mod test {
 
     const M: Mac = [2, 0, 0, 0, 0, 1];
 
+    const A: Location = Location { dpid: 1, port: 1 };
+    const A2: Location = Location { dpid: 1, port: 2 };
+    const B: Location = Location { dpid: 2, port: 1 };
+    const C: Location = Location { dpid: 3, port: 1 };
+
     #[test]
-    fn learning_classifies_moves() {
+    fn learning_classifies_moves_to_bound_ports() {
         let mut c = Commander::default();
-        let a = Location { dpid: 1, port: 1 };
-        assert_eq!(c.learn(0, M, a), Learned::New);
-        assert_eq!(c.learn(0, M, a), Learned::Same);
-        let a2 = Location { dpid: 1, port: 2 };
-        assert_eq!(c.learn(0, M, a2), Learned::PortChanged { from: a });
-        let b = Location { dpid: 2, port: 1 };
-        assert_eq!(c.learn(0, M, b), Learned::Moved { from: a2 });
-        // Networks are apart.
-        assert_eq!(c.learn(7, M, a), Learned::New);
-        assert_eq!(c.locate(0, &M), Some(b));
+        assert_eq!(c.learn(0, M, A), Learned::New);
+        assert_eq!(c.learn(0, M, A), Learned::Same);
+        c.bind(0, M, A2);
+        assert_eq!(c.learn(0, M, A2), Learned::PortChanged { from: A });
+        c.bind(0, M, B);
+        assert_eq!(c.learn(0, M, B), Learned::Moved { from: A2 });
+        // Networks are apart: the same MAC in another network is another VM.
+        assert_eq!(c.learn(7, M, A), Learned::New);
+        assert_eq!(c.locate(0, &M), Some(B));
+        assert_eq!(c.locate(7, &M), Some(A));
+    }
+
+    #[test]
+    fn an_unbound_port_cannot_take_a_live_mac() {
+        let mut c = Commander::default();
+        assert_eq!(c.learn(0, M, A), Learned::New);
+        let refused = Learned::Refused(Refusal::NotBound { owner: Some(A) });
+        assert_eq!(c.learn(0, M, B), refused);
+        assert_eq!(c.learn(0, M, A2), refused, "not even on the same host");
+        assert_eq!(c.locate(0, &M), Some(A));
+        // Once its port is gone, the MAC is free for the next port (a VM moved by hand).
+        c.port_gone(A);
+        assert_eq!(c.learn(0, M, B), Learned::Moved { from: A });
+        assert_eq!(c.learn(0, M, C), Learned::Refused(Refusal::NotBound { owner: Some(B) }));
+    }
+
+    #[test]
+    fn a_bound_mac_lives_only_on_its_ports() {
+        let mut c = Commander::default();
+        c.bind(0, M, A);
+        // Seen first elsewhere: refused, the VM's own port is still to speak.
+        assert_eq!(c.learn(0, M, B), Learned::Refused(Refusal::NotBound { owner: None }));
+        assert_eq!(c.learn(0, M, A), Learned::New);
+        // An orphaned bound MAC still can't be claimed by an unbound port while bound elsewhere.
+        c.bind(0, M, C);
+        c.port_gone(A);
+        assert_eq!(c.learn(0, M, B), Learned::Refused(Refusal::NotBound { owner: Some(A) }));
+        assert_eq!(c.learn(0, M, C), Learned::Moved { from: A });
+        c.unbind(0, M, C);
+        assert_eq!(c.bindings_len(), 0);
+        c.bind(0, M, B);
+        c.unbind_switch(2);
+        assert_eq!(c.bindings_len(), 0);
+    }
+
+    #[test]
+    fn tables_are_bounded() {
+        let mut c = Commander::with_limits(Limits {
+            macs_per_port: 2,
+            macs_per_vnet: 3,
+        });
+        let mac = |i: u8| [2, 0, 0, 0, 1, i];
+        assert_eq!(c.learn(0, mac(1), A), Learned::New);
+        assert_eq!(c.learn(0, mac(2), A), Learned::New);
+        assert_eq!(c.learn(0, mac(3), A), Learned::Refused(Refusal::PortFull));
+        assert_eq!(c.learn(0, mac(3), B), Learned::New);
+        assert_eq!(c.learn(0, mac(4), C), Learned::Refused(Refusal::VnetFull));
+        assert_eq!(
+            c.learn(1, mac(4), C),
+            Learned::New,
+            "another network has its own budget"
+        );
+        // A move frees its old port's slot.
+        c.bind(0, mac(1), B);
+        assert_eq!(c.learn(0, mac(1), B), Learned::Moved { from: A });
+        assert_eq!(c.learn(0, mac(5), A), Learned::Refused(Refusal::VnetFull));
+        assert_eq!(c.len(), 4);
     }
 
     #[test]

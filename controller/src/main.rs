@@ -2,8 +2,8 @@
 //! TCCS apps).
 
 use anyhow::{bail, Context};
-use cloudrack_controller::{app, server};
 use clap::Parser;
+use cloudrack_controller::{app, server};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,13 @@ struct Args {
     /// Idle timeout, in seconds, of forwarding entries towards remote hosts (0: none).
     #[arg(long, default_value_t = 300)]
     flow_idle: u16,
+    /// Most VM MACs the controller accepts behind one switch port (a VM inventing source MACs
+    /// is refused beyond this, with a log line and a counter).
+    #[arg(long, default_value_t = 256)]
+    max_macs_per_port: usize,
+    /// Most VM MACs the controller accepts in one virtual network.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_macs_per_vnet: usize,
     /// etcd endpoints for shared state (not available in this build; state is in memory).
     #[arg(long, value_name = "URL[,URL...]")]
     etcd: Option<String>,
@@ -84,6 +91,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut app = app::App::new(app::Config {
         tunnel_idle: args.tunnel_idle,
         flow_idle_s: args.flow_idle,
+        limits: cloudrack_controller::commander::Limits {
+            macs_per_port: args.max_macs_per_port,
+            macs_per_vnet: args.max_macs_per_vnet,
+        },
     });
     let tick = Duration::from_millis(500);
     let mut last = std::time::Instant::now();

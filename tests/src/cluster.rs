@@ -131,10 +131,35 @@ impl Cluster {
 
     /// A VM namespace attached to host `i` through a veth end as a `system` port.
     pub fn vm_system(&self, i: usize, name: &str, mac: &str, ip_cidr: &str, vnet: u32) -> Vm {
+        self.vm_system_with(i, name, mac, ip_cidr, vnet, &[])
+    }
+
+    /// Like [`vm_system`](Self::vm_system), with the port bound to the VM's MAC (port
+    /// security; only a bound port may take a MAC over).
+    pub fn vm_system_bound(&self, i: usize, name: &str, mac: &str, ip_cidr: &str, vnet: u32) -> Vm {
+        self.vm_system_with(i, name, mac, ip_cidr, vnet, &["--mac", mac])
+    }
+
+    fn vm_system_with(&self, i: usize, name: &str, mac: &str, ip_cidr: &str, vnet: u32, extra: &[&str]) -> Vm {
         let vm = vm_ns(&self.net[i], name, mac, ip_cidr);
         let v = vnet.to_string();
-        self.ctl(i, &["add-port", &vm.host_if, "--kind", "system", "--vnet", &v]);
+        let mut args = vec!["add-port", &vm.host_if, "--kind", "system", "--vnet", &v];
+        args.extend_from_slice(extra);
+        self.ctl(i, &args);
         vm
+    }
+
+    /// The controller's last periodic state report (its "controller state" log line), or Null.
+    pub fn controller_status(&self) -> serde_json::Value {
+        let logs = self.controller.as_ref().map(|c| c.logs()).unwrap_or_default();
+        logs.lines()
+            .rev()
+            .filter(|l| l.contains("controller state"))
+            .find_map(|l| {
+                let json = &l[l.find("status=")? + "status=".len()..];
+                serde_json::from_str(json.trim()).ok()
+            })
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// A VM namespace whose NIC is a tap the switch created and that was moved into it.
@@ -267,6 +292,39 @@ pub fn raw_send_many(ifname: &str, frame: &[u8], count: usize) {
         }
         libc::close(fd);
     }
+}
+
+/// Send each frame once out of `ifname` (in the current thread's namespace) through one socket.
+/// Returns how many the kernel took (a full queue refuses some; that is not an error here).
+pub fn raw_send_each(ifname: &str, frames: impl Iterator<Item = Vec<u8>>) -> usize {
+    let c = std::ffi::CString::new(ifname).unwrap();
+    let mut sent = 0;
+    // SAFETY: plain libc calls with valid, live arguments; the fd is closed at the end.
+    unsafe {
+        let idx = libc::if_nametoindex(c.as_ptr());
+        assert!(idx != 0, "no interface {ifname}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        sll.sll_halen = 6;
+        for frame in frames {
+            let rc = libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if rc == frame.len() as isize {
+                sent += 1;
+            }
+        }
+        libc::close(fd);
+    }
+    sent
 }
 
 /// Parse "aa:bb:cc:dd:ee:ff".

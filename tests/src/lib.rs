@@ -37,7 +37,9 @@ mod topology;
 mod util;
 
 pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
-pub use cluster::{mac_bytes, raw_send, raw_send_many, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT};
+pub use cluster::{
+    mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT,
+};
 pub use logs::{
     current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file, test_logs_active,
     TempDir, TestLogs, LOG_TAIL_LINES,

@@ -199,9 +199,9 @@ fn migration_scenario() {
     let tap3 = format!("qc{}", unique_tag());
     let booted = Instant::now();
     let vm1 = QemuVm::start(&c.net[0].ns, &tap1, &spec1, None);
-    c.ctl(0, &["add-port", &tap1, "--kind", "system"]);
+    c.ctl(0, &["add-port", &tap1, "--kind", "system", "--mac", VM1_MAC]);
     let mut vm2 = QemuVm::start(&c.net[1].ns, &tap2, &spec2, None);
-    c.ctl(1, &["add-port", &tap2, "--kind", "system"]);
+    c.ctl(1, &["add-port", &tap2, "--kind", "system", "--mac", VM2_MAC]);
     vm1.wait_ready(Duration::from_secs(120));
     vm2.wait_ready(Duration::from_secs(120));
     println!(
@@ -281,10 +281,11 @@ fn migration_scenario() {
         );
     }
 
-    // Migration destination on host 2, its tap on host 2's switch before the migration.
+    // Migration destination on host 2, its tap on host 2's switch before the migration, bound to
+    // the VM (only a bound port may take its MAC over).
     let uri = format!("tcp:{}:{MIGRATION_PORT}", c.net[2].underlay_ip);
     let vm2_dst = QemuVm::start(&c.net[2].ns, &tap3, &spec2, Some(&uri));
-    c.ctl(2, &["add-port", &tap3, "--kind", "system"]);
+    c.ctl(2, &["add-port", &tap3, "--kind", "system", "--mac", VM2_MAC]);
     let before_migration = rx_bytes(&vm2);
     let migration_began = transfer_started.elapsed();
     let mig = migrate(&vm2, &vm2_dst, &uri, &[]);

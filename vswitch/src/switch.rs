@@ -55,7 +55,14 @@ pub enum SwitchError {
     NoGre,
     #[error("no controller is connected")]
     NoController,
+    #[error("{0} is not a VM MAC address (multicast or zero)")]
+    BadMac(String),
+    #[error("port {0:?} already has {MAX_BOUND_MACS} bound MACs")]
+    TooManyBindings(String),
 }
+
+/// MACs one port may be bound to (a VM with a few NICs' worth of addresses, not a MAC table).
+pub const MAX_BOUND_MACS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct SwitchConfig {
@@ -80,6 +87,10 @@ pub struct PortInfo {
     #[serde(skip)]
     pub mac: Mac,
     pub ifindex: u32,
+    /// MACs of the VM bound to the port (port security, MAC-move authorization).
+    pub bound_macs: Vec<String>,
+    #[serde(skip)]
+    pub bound: Vec<Mac>,
     pub counters: BTreeMap<&'static str, u64>,
 }
 
@@ -134,6 +145,13 @@ pub enum Notify {
         vnet: u32,
         mac: Mac,
         port_no: u32,
+    },
+    /// A VM MAC was bound to a local port (or released).
+    PortBinding {
+        port_no: u32,
+        vnet: u32,
+        mac: Mac,
+        bound: bool,
     },
 }
 
@@ -255,6 +273,8 @@ impl Switch {
             hw_addr: sys::fmt_mac(&mac),
             mac,
             ifindex: p.io.ifindex(),
+            bound_macs: p.bound_macs.iter().map(sys::fmt_mac).collect(),
+            bound: p.bound_macs.clone(),
             counters: p.counters.snapshot(),
         }
     }
@@ -276,7 +296,14 @@ impl Switch {
     }
 
     /// Attach a port: `system` opens AF_PACKET on an existing interface, `tap` creates a tap.
-    pub fn add_port(&self, name: &str, kind: PortKind, vnet: u32) -> Result<PortInfo, SwitchError> {
+    /// `bound`: the MACs of the VM behind it (empty: any source MAC, first come first served).
+    pub fn add_port(&self, name: &str, kind: PortKind, vnet: u32, bound: &[Mac]) -> Result<PortInfo, SwitchError> {
+        if let Some(m) = bound.iter().find(|m| m[0] & 1 != 0 || **m == [0; 6]) {
+            return Err(SwitchError::BadMac(sys::fmt_mac(m)));
+        }
+        if bound.len() > MAX_BOUND_MACS {
+            return Err(SwitchError::TooManyBindings(name.into()));
+        }
         let mut st = self.lock();
         if st.ports.values().any(|p| p.name == name) {
             return Err(SwitchError::PortExists(name.into()));
@@ -308,12 +335,13 @@ impl Switch {
             io,
             counters: Arc::new(PortCounters::default()),
             worker,
+            bound_macs: bound.to_vec(),
         };
         let info = Self::port_info(&port);
         st.ports.insert(port_no, port);
         self.publish(&st);
         drop(st);
-        info!(port = name, port_no, ?kind, vnet, "port added");
+        info!(port = name, port_no, ?kind, vnet, bound = ?info.bound_macs, "port added");
         self.notify(Notify::PortAdded(info.clone()));
         Ok(info)
     }
@@ -627,22 +655,50 @@ impl Switch {
         }
     }
 
+    /// Bind (or release) a VM MAC to a local port (name or number). Returns (port_no, vnet).
+    pub fn bind_port(&self, port: &str, mac: Mac, bound: bool) -> Result<(u32, u32), SwitchError> {
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(SwitchError::BadMac(sys::fmt_mac(&mac)));
+        }
+        let mut st = self.lock();
+        let p = st
+            .ports
+            .values_mut()
+            .find(|p| p.name == port || p.port_no.to_string() == port)
+            .ok_or_else(|| SwitchError::NoSuchPort(port.into()))?;
+        let (port_no, vnet) = (p.port_no, p.vnet);
+        let had = p.bound_macs.contains(&mac);
+        if bound && !had {
+            if p.bound_macs.len() >= MAX_BOUND_MACS {
+                return Err(SwitchError::TooManyBindings(p.name.clone()));
+            }
+            p.bound_macs.push(mac);
+        } else if !bound && had {
+            p.bound_macs.retain(|m| *m != mac);
+        } else {
+            return Ok((port_no, vnet));
+        }
+        self.publish(&st);
+        drop(st);
+        info!(port, port_no, vnet, mac = %sys::fmt_mac(&mac), bound, "port binding changed");
+        self.notify(Notify::PortBinding {
+            port_no,
+            vnet,
+            mac,
+            bound,
+        });
+        Ok((port_no, vnet))
+    }
+
     /// Announce that the VM with `mac` is (about to be) running behind local port `port` (name
     /// or number): run at the migration source's STOP event, so traffic goes to the destination
-    /// from then on, where the tap holds it until the VM resumes.
+    /// from then on, where the tap holds it until the VM resumes. Binds the MAC to the port
+    /// first (only a bound port may take a MAC over).
     pub fn migrate_in(&self, port: &str, mac: Mac) -> Result<u32, SwitchError> {
-        let (port_no, vnet) = {
-            let st = self.lock();
-            let p = st
-                .ports
-                .values()
-                .find(|p| p.name == port || p.port_no.to_string() == port)
-                .ok_or_else(|| SwitchError::NoSuchPort(port.into()))?;
-            (p.port_no, p.vnet)
-        };
         if !self.dp.shared.controller_up.load(Relaxed) {
             return Err(SwitchError::NoController);
         }
+        let (port_no, vnet) = self.bind_port(port, mac, true)?;
         info!(port, port_no, vnet, mac = %sys::fmt_mac(&mac), "migration: VM arriving");
         self.notify(Notify::MigrateIn {
             dpid: self.cfg.dpid,

@@ -51,6 +51,23 @@ enum Cmd {
         /// Virtual network (tenant) of the port; carried as the GRE key.
         #[arg(long, default_value_t = 0)]
         vnet: u32,
+        /// Bind the VM's MAC to the port (repeat for more). A bound port drops frames from any
+        /// other source MAC, and only a bound port may take over a MAC seen elsewhere: a
+        /// migration destination declares its VM this way before the VM arrives.
+        #[arg(long = "mac", value_name = "MAC")]
+        macs: Vec<String>,
+    },
+    /// Bind a VM's MAC to a port (port security, and the right to take the MAC over).
+    Bind {
+        port: String,
+        #[arg(long)]
+        mac: String,
+    },
+    /// Release a MAC bound to a port.
+    Unbind {
+        port: String,
+        #[arg(long)]
+        mac: String,
     },
     /// Detach a port (by name or number).
     DelPort { name: String },
@@ -96,13 +113,22 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (req, json) = match cli.cmd {
-        Cmd::AddPort { name, kind, vnet } => {
+        Cmd::AddPort { name, kind, vnet, macs } => {
             let kind = match kind {
                 Kind::System => PortKind::System,
                 Kind::Tap => PortKind::Tap,
             };
-            (Request::AddPort { name, kind, vnet }, false)
+            (Request::AddPort { name, kind, vnet, macs }, false)
         }
+        Cmd::Bind { port, mac } => (Request::Bind { port, mac, bound: true }, false),
+        Cmd::Unbind { port, mac } => (
+            Request::Bind {
+                port,
+                mac,
+                bound: false,
+            },
+            false,
+        ),
         Cmd::DelPort { name } => (Request::DelPort { name }, false),
         Cmd::AddTunnel { remote_ip, key } => (Request::AddTunnel { remote: remote_ip, key }, false),
         Cmd::DelTunnel { port } => (Request::DelTunnel { port }, false),
@@ -132,6 +158,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Request::DelPort { .. } | Request::DelTunnel { .. } => println!("removed"),
         Request::MigrateIn { .. } => println!("controller told: VM arriving at port {}", data["port_no"]),
+        Request::Bind { bound, .. } => println!(
+            "{} {} port {}",
+            data["mac"].as_str().unwrap_or("?"),
+            if bound { "bound to" } else { "released from" },
+            data["port_no"]
+        ),
         Request::Show => print_show(&data),
         Request::Tunnels => print_tunnels(&data),
         Request::Macs | Request::Flows => print_flows(&data, kind == std::mem::discriminant(&Request::Flows)),
@@ -161,19 +193,24 @@ fn print_show(d: &Value) {
         }
     );
     println!(
-        "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}",
+        "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}  BOUND",
         "PORT", "NAME", "KIND", "VNET", "MAC", "RX_PKTS", "TX_PKTS"
     );
     for p in d["ports"].as_array().into_iter().flatten() {
         println!(
-            "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}",
+            "{:>6}  {:<16} {:<7} {:>5}  {:<17} {:>12} {:>12}  {}",
             s(&p["port_no"]),
             s(&p["name"]),
             s(&p["kind"]),
             s(&p["vnet"]),
             s(&p["hw_addr"]),
             s(&p["counters"]["rx_packets"]),
-            s(&p["counters"]["tx_packets"])
+            s(&p["counters"]["tx_packets"]),
+            p["bound_macs"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_else(|| "-".into())
         );
     }
     print_tunnels(&d["tunnels"]);

@@ -21,11 +21,34 @@ use tracing::{info, warn};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
-    AddPort { name: String, kind: PortKind, vnet: u32 },
-    DelPort { name: String },
-    AddTunnel { remote: Ipv4Addr, key: u32 },
-    DelTunnel { port: String },
-    MigrateIn { port: String, mac: String },
+    AddPort {
+        name: String,
+        kind: PortKind,
+        vnet: u32,
+        /// MACs of the VM behind the port (port security, MAC-move authorization).
+        #[serde(default)]
+        macs: Vec<String>,
+    },
+    /// Bind a VM MAC to a port (`bound`), or release it.
+    Bind {
+        port: String,
+        mac: String,
+        bound: bool,
+    },
+    DelPort {
+        name: String,
+    },
+    AddTunnel {
+        remote: Ipv4Addr,
+        key: u32,
+    },
+    DelTunnel {
+        port: String,
+    },
+    MigrateIn {
+        port: String,
+        mac: String,
+    },
     Show,
     Tunnels,
     Macs,
@@ -99,14 +122,28 @@ fn handle(switch: Arc<Switch>, stream: UnixStream) {
     }
 }
 
+fn parse_mac(s: &str) -> Result<crate::dp::fib::Mac, String> {
+    crate::port::sys::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address"))
+}
+
 /// Carry out one request.
 pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
     let to_json = |v: &dyn erased::Ser| v.to_value();
     match req {
-        Request::AddPort { name, kind, vnet } => switch
-            .add_port(&name, kind, vnet)
-            .map(|p| to_json(&p))
-            .map_err(|e| e.to_string()),
+        Request::AddPort { name, kind, vnet, macs } => {
+            let macs = macs.iter().map(|m| parse_mac(m)).collect::<Result<Vec<_>, _>>()?;
+            switch
+                .add_port(&name, kind, vnet, &macs)
+                .map(|p| to_json(&p))
+                .map_err(|e| e.to_string())
+        }
+        Request::Bind { port, mac, bound } => {
+            let m = parse_mac(&mac)?;
+            switch
+                .bind_port(&port, m, bound)
+                .map(|(port_no, vnet)| json!({"port_no": port_no, "vnet": vnet, "mac": fmt_mac(&m), "bound": bound}))
+                .map_err(|e| e.to_string())
+        }
         Request::DelPort { name } => switch.del_port(&name).map(|()| Value::Null).map_err(|e| e.to_string()),
         Request::AddTunnel { remote, key } => switch
             .add_tunnel(TunnelSpec {
@@ -132,7 +169,7 @@ pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
                 .map_err(|e| e.to_string())
         }
         Request::MigrateIn { port, mac } => {
-            let m = crate::port::sys::parse_mac(&mac).ok_or_else(|| format!("{mac:?} is not a MAC address"))?;
+            let m = parse_mac(&mac)?;
             switch
                 .migrate_in(&port, m)
                 .map(|p| json!({"port_no": p}))

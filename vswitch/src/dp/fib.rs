@@ -36,6 +36,9 @@ pub struct LocalPort {
     pub counters: Arc<PortCounters>,
     /// The worker that receives from this port.
     pub worker: usize,
+    /// MACs of the VM bound to this port. When set, frames from any other source MAC are
+    /// dropped (port security), and the controller lets only a bound port take a MAC over.
+    pub bound_macs: Vec<Mac>,
 }
 
 /// A GRE tunnel to one remote host for one key.

@@ -79,6 +79,15 @@ pub fn macs(frame: &[u8]) -> Option<(Mac, Mac)> {
     Some((dst, src))
 }
 
+/// Port security: a port bound to VM MACs may only send from those (an empty list binds
+/// nothing and allows any source).
+pub fn source_allowed(bound: &[Mac], frame: &[u8]) -> bool {
+    if bound.is_empty() {
+        return true;
+    }
+    macs(frame).is_some_and(|(_, src)| bound.contains(&src))
+}
+
 pub fn decide(fib: &Fib, ingress: Ingress, frame: &[u8]) -> Verdict {
     let drop = |r| Verdict {
         action: Action::Drop(r),
@@ -176,6 +185,18 @@ mod test {
         vnet: 0,
         is_static: true,
     };
+
+    #[test]
+    fn port_security_allows_only_bound_sources() {
+        assert!(source_allowed(&[], &frame(B, A)));
+        assert!(source_allowed(&[A], &frame(B, A)));
+        assert!(source_allowed(&[B, A], &frame(BCAST, A)));
+        assert!(!source_allowed(&[B], &frame(BCAST, A)));
+        assert!(
+            !source_allowed(&[A], &[0u8; 10]),
+            "a runt from a bound port is not allowed"
+        );
+    }
 
     #[test]
     fn known_unicast_is_output_without_packet_in() {

@@ -45,6 +45,8 @@ counters!(
         drop_bad_src_mac,
         /// Frames whose destination is the port they came from.
         drop_hairpin,
+        /// Frames from a bound port with a source MAC it is not bound to (spoofing).
+        drop_spoofed,
         /// Frames to a port that no longer exists.
         drop_no_port,
         /// Offloaded frames that could not be checksummed or segmented.

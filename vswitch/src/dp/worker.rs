@@ -188,6 +188,11 @@ impl Worker {
             match port.io.recv(&mut self.rx) {
                 Ok(rx) => {
                     port.counters.rx(rx.len, now);
+                    if !super::forward::source_allowed(&port.bound_macs, &self.rx[rx.offset..rx.offset + rx.len]) {
+                        port.counters.rx_dropped.fetch_add(1, Relaxed);
+                        self.shared.counters.drop_spoofed.fetch_add(1, Relaxed);
+                        continue;
+                    }
                     let ingress = Ingress::Local {
                         port_no,
                         vnet: port.vnet,

@@ -5,7 +5,7 @@
 
 use super::translate::{self, FlowOp, OfpErr};
 use super::Hub;
-use crate::switch::{Notify, Switch, TunnelSpec};
+use crate::switch::{Notify, PortInfo, Switch, TunnelSpec};
 use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequestBody};
 use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
 use cloudrack_wire::tccs::TccsMsg;
@@ -106,6 +106,19 @@ fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<No
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
+/// The TCCS bindings of a port's VM MACs.
+fn port_bindings(p: &PortInfo) -> impl Iterator<Item = Body> + '_ {
+    p.bound.iter().map(|mac| {
+        TccsMsg::PortBinding {
+            port_no: p.port_no,
+            vnet: p.vnet,
+            mac: *mac,
+            bound: true,
+        }
+        .to_body()
+    })
+}
+
 /// The asynchronous messages for a switch event (none if the controller does not want one).
 fn notification(n: &Notify) -> Vec<Message> {
     let body = match n {
@@ -120,8 +133,22 @@ fn notification(n: &Notify) -> Vec<Message> {
                 reason: ofp::OFPPR_ADD,
                 desc: translate::port_desc(p),
             };
-            return vec![Message::new(0, status), Message::new(0, vnet)];
+            let mut msgs = vec![Message::new(0, status), Message::new(0, vnet)];
+            msgs.extend(port_bindings(p).map(|b| Message::new(0, b)));
+            return msgs;
         }
+        Notify::PortBinding {
+            port_no,
+            vnet,
+            mac,
+            bound,
+        } => TccsMsg::PortBinding {
+            port_no: *port_no,
+            vnet: *vnet,
+            mac: *mac,
+            bound: *bound,
+        }
+        .to_body(),
         Notify::PortDeleted(p) => Body::PortStatus {
             reason: ofp::OFPPR_DELETE,
             desc: translate::port_desc(p),
@@ -311,6 +338,9 @@ impl Session {
                 }
                 .to_body(),
             );
+            for b in port_bindings(&p) {
+                self.send(b);
+            }
         }
         for t in sw.tunnels() {
             self.send(

@@ -24,6 +24,7 @@
 //! | 5 | `TunnelReport` | switch → controller, after (re)connect, one per tunnel | 32 |
 //! | 6 | `PortVnet` | switch → controller, after register and on port add | 16 |
 //! | 7 | `MigrationNotify` | anyone → controller | 32 (24 before `dst_port` was appended) |
+//! | 8 | `PortBinding` | switch → controller, after `PortVnet` and on bind/unbind | 24 |
 //!
 //! `Register`:
 //!
@@ -86,6 +87,20 @@
 //! | 24 | 4 | dst_port: the VM's port on the destination switch (0 = not given; absent in 24-byte records) |
 //! | 28 | 4 | reserved |
 //!
+//! `PortBinding` (local port `port_no` is bound to the VM `mac` in `vnet`, or no longer is): only
+//! a port bound to a MAC may take that MAC over from another port (MAC-move authorization; a
+//! migration's destination declares the binding before the VM arrives):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | version |
+//! | 1 | 1 | flags, bit 0 = bound (clear: the binding is released) |
+//! | 2 | 2 | reserved |
+//! | 4 | 4 | port_no |
+//! | 8 | 4 | vnet |
+//! | 12 | 6 | mac |
+//! | 18 | 6 | reserved |
+//!
 //! # Compatibility rules
 //!
 //! Senders write version 1 and zeros in reserved bytes. Receivers reject version 0, accept any
@@ -111,6 +126,7 @@ pub const TCCS_TUNNEL_IDLE: u32 = 4;
 pub const TCCS_TUNNEL_REPORT: u32 = 5;
 pub const TCCS_PORT_VNET: u32 = 6;
 pub const TCCS_MIGRATION_NOTIFY: u32 = 7;
+pub const TCCS_PORT_BINDING: u32 = 8;
 
 // MigrationNotify phases.
 pub const MIGRATION_STARTED: u8 = 1;
@@ -120,6 +136,8 @@ pub const MIGRATION_FAILED: u8 = 4;
 
 /// TunnelReport flag: the tunnel is static.
 const FLAG_STATIC: u8 = 1;
+/// PortBinding flag: the binding holds (clear: released).
+const FLAG_BOUND: u8 = 1;
 
 /// Why TCCS data could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -179,6 +197,13 @@ pub enum TccsMsg {
         /// The VM's port on the destination switch; 0 when not known.
         dst_port: u32,
     },
+    PortBinding {
+        port_no: u32,
+        vnet: u32,
+        mac: [u8; 6],
+        /// False: the binding is released.
+        bound: bool,
+    },
 }
 
 impl TccsMsg {
@@ -192,6 +217,7 @@ impl TccsMsg {
             TccsMsg::TunnelReport { .. } => TCCS_TUNNEL_REPORT,
             TccsMsg::PortVnet { .. } => TCCS_PORT_VNET,
             TccsMsg::MigrationNotify { .. } => TCCS_MIGRATION_NOTIFY,
+            TccsMsg::PortBinding { .. } => TCCS_PORT_BINDING,
         }
     }
 
@@ -202,6 +228,7 @@ impl TccsMsg {
         let byte1 = match self {
             TccsMsg::TunnelReport { is_static, .. } => u8::from(*is_static) * FLAG_STATIC,
             TccsMsg::MigrationNotify { phase, .. } => *phase,
+            TccsMsg::PortBinding { bound, .. } => u8::from(*bound) * FLAG_BOUND,
             _ => 0,
         };
         out.extend_from_slice(&[TCCS_VERSION, byte1, 0, 0]);
@@ -277,6 +304,12 @@ impl TccsMsg {
                 out.extend_from_slice(&dst_port.to_be_bytes());
                 out.extend_from_slice(&[0; 4]);
             }
+            TccsMsg::PortBinding { port_no, vnet, mac, .. } => {
+                out.extend_from_slice(&port_no.to_be_bytes());
+                out.extend_from_slice(&vnet.to_be_bytes());
+                out.extend_from_slice(mac);
+                out.extend_from_slice(&[0; 6]);
+            }
         }
         out
     }
@@ -284,7 +317,7 @@ impl TccsMsg {
     /// Decodes the experimenter data of a TCCS message of type `exp_type`.
     pub fn decode(exp_type: u32, data: &[u8]) -> Result<TccsMsg, TccsError> {
         let expected = match exp_type {
-            TCCS_REGISTER | TCCS_TUNNEL_IDLE | TCCS_MIGRATION_NOTIFY => 24,
+            TCCS_REGISTER | TCCS_TUNNEL_IDLE | TCCS_MIGRATION_NOTIFY | TCCS_PORT_BINDING => 24,
             TCCS_TUNNEL_ADD | TCCS_TUNNEL_REPORT => 32,
             TCCS_TUNNEL_DEL | TCCS_PORT_VNET => 16,
             other => return Err(TccsError::UnknownType(other)),
@@ -348,6 +381,12 @@ impl TccsMsg {
             TCCS_PORT_VNET => TccsMsg::PortVnet {
                 port_no: c.u32()?,
                 vnet: c.u32()?,
+            },
+            TCCS_PORT_BINDING => TccsMsg::PortBinding {
+                port_no: c.u32()?,
+                vnet: c.u32()?,
+                mac: c.take()?,
+                bound: byte1 & FLAG_BOUND != 0,
             },
             _ => {
                 let vnet = c.u32()?;
@@ -514,6 +553,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn port_binding_layout() {
+        let bind = TccsMsg::PortBinding {
+            port_no: 3,
+            vnet: 42,
+            mac: [2, 0, 0, 0, 0, 9],
+            bound: true,
+        };
+        let bytes = bind.encode();
+        assert_eq!(
+            bytes,
+            [1, 1, 0, 0, 0, 0, 0, 3, 0, 0, 0, 42, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(TccsMsg::decode(TCCS_PORT_BINDING, &bytes), Ok(bind));
+        let release = TccsMsg::PortBinding {
+            port_no: 3,
+            vnet: 42,
+            mac: [2, 0, 0, 0, 0, 9],
+            bound: false,
+        };
+        assert_eq!(release.encode()[1], 0);
+        assert_eq!(TccsMsg::decode(TCCS_PORT_BINDING, &release.encode()), Ok(release));
+        assert_eq!(
+            TccsMsg::decode(TCCS_PORT_BINDING, &bytes[..23]),
+            Err(TccsError::Truncated)
+        );
     }
 
     #[test]
