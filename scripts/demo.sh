@@ -47,11 +47,17 @@ for i in 0 1 2; do
 done
 echo "== three hosts on a WAN: 198.18.0.1-3"
 
-inns "${HOSTS[0]}" "$BIN/cloudrack-controller" --listen 0.0.0.0:6653 --tunnel-idle 30s >"$RUN/controller.log" 2>&1 &
+# The controller channel is mutual TLS: a CA for this run, a certificate per host naming its dpid.
+scripts/pki.sh "$RUN/pki" --switch 1 --switch 2 --switch 3 >/dev/null
+PKI=$RUN/pki
+inns "${HOSTS[0]}" "$BIN/cloudrack-controller" --listen 0.0.0.0:6653 --tunnel-idle 30s \
+    --tls-cert "$PKI/controller.pem" --tls-key "$PKI/controller.key" --tls-ca "$PKI/ca.pem" >"$RUN/controller.log" 2>&1 &
 PIDS+=($!)
 sleep 0.3
 for i in 0 1 2; do
-    inns "${HOSTS[$i]}" "$BIN/cloudrack-switch" --controller tcp:198.18.0.1:6653 \
+    d=$(printf '%016x' $((i + 1)))
+    inns "${HOSTS[$i]}" "$BIN/cloudrack-switch" --controller tls:198.18.0.1:6653 --dpid "$d" \
+        --tls-cert "$PKI/switch-$d.pem" --tls-key "$PKI/switch-$d.key" --tls-ca "$PKI/ca.pem" \
         --underlay-ip 198.18.0.$((i + 1)) --ctl "$RUN/sw$i.sock" >"$RUN/switch$i.log" 2>&1 &
     PIDS+=($!)
 done
@@ -59,7 +65,7 @@ ctl() { local i=$1; shift; "$BIN/cloudrack-ctl" --ctl "$RUN/sw$i.sock" "$@"; }
 for i in 0 1 2; do
     for _ in $(seq 100); do ctl "$i" show --json 2>/dev/null | grep -q '"controller_connected": true' && break; sleep 0.05; done
 done
-echo "== controller on host 0, a switch on each host, all connected"
+echo "== controller on host 0, a switch on each host, all connected over mutual TLS"
 
 # vm_veth HOST NAME MAC IP: a VM namespace whose eth0 is a veth; the host end is a system port.
 vm_veth() {

@@ -4,7 +4,7 @@
 # its ovs-ofctl as the interoperability peer, iperf3 for the demo. Idempotent and quiet.
 set -euo pipefail
 need=()
-for pkg in iproute2 iputils-ping iputils-arping ethtool tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps; do
+for pkg in iproute2 iputils-ping iputils-arping ethtool tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps openssl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

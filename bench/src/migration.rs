@@ -208,7 +208,7 @@ fn guest(dir: &Path, script: &str, timeout_s: u64) -> Result<String, String> {
 }
 
 enum Net {
-    Cr(Cluster),
+    Cr(Box<Cluster>),
     Ovs { hosts: Vec<OvsHost>, net: HostNet },
 }
 
@@ -275,7 +275,7 @@ impl Bed {
     fn setup(sys: Sys) -> Bed {
         let logs = TestLogs::new(&format!("bench-migration-{}", sys.name()));
         let net = match sys {
-            Sys::Cloudrack | Sys::CloudrackReactive => Net::Cr(Cluster::start(3, &[])),
+            Sys::Cloudrack | Sys::CloudrackReactive => Net::Cr(Box::new(Cluster::start(3, &[]))),
             Sys::Ovs => {
                 let net = HostNet::new(3);
                 let hosts: Vec<OvsHost> = (0..3)

@@ -11,7 +11,7 @@
 //!
 //! `cloudrack` and `ovs` also have a second VM on host 0 for same-host measurements.
 
-use cloudrack_tests::{ping, scratch_dir, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm};
+use cloudrack_tests::{ping, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -110,7 +110,7 @@ pub struct Pair<'a> {
 }
 
 enum Inner {
-    Cloudrack(Cluster),
+    Cloudrack(Box<Cluster>),
     Ovs {
         hosts: Vec<OvsHost>,
         _net: HostNet,
@@ -356,13 +356,7 @@ fn pmd_threads(pid: u32) -> u32 {
 fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
     // Cluster::start builds a 1500-byte WAN; this is the same sequence with our WAN MTU.
     let net = HostNet::with_wan_mtu(2, opts.wan_mtu);
-    let mut c = Cluster {
-        switches: Vec::new(),
-        controller: None,
-        controller_args: Vec::new(),
-        ctl_dir: scratch_dir("ctl"),
-        net,
-    };
+    let mut c = Cluster::new(net, &[]);
     c.start_controller();
     let workers = opts.workers.map(|w| w.to_string());
     let mut extra: Vec<&str> = Vec::new();
@@ -389,7 +383,7 @@ fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
         system: System::Cloudrack,
         vms: vec![a, b, l],
         pairs: vec![(Placement::Cross, 0, 1), (Placement::Same, 0, 2)],
-        inner: Inner::Cloudrack(c),
+        inner: Inner::Cloudrack(Box::new(c)),
         dp_cpu: DatapathCpu::Processes {
             what: "cloudrack-switch on both hosts".into(),
             pids,

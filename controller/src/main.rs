@@ -7,7 +7,7 @@ use cloudrack_controller::{app, server};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,21 @@ struct Args {
     /// Most VM MACs the controller accepts in one virtual network.
     #[arg(long, default_value_t = 1_000_000)]
     max_macs_per_vnet: usize,
+    /// This controller's certificate (PEM; scripts/pki.sh makes one for controller.cloudrack).
+    /// With --tls-key and --tls-ca, switches must connect over TLS with a certificate from
+    /// that CA that names their dpid.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"], conflicts_with = "plain_tcp")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM, PKCS#8).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The CA that switch certificates must come from (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Accept switches over plain TCP, unauthenticated: any host that reaches the port can
+    /// register any dpid. For labs only.
+    #[arg(long)]
+    plain_tcp: bool,
     /// etcd endpoints for shared state (not available in this build; state is in memory).
     #[arg(long, value_name = "URL[,URL...]")]
     etcd: Option<String>,
@@ -78,15 +93,30 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.etcd.is_some() {
         bail!("--etcd is not supported by this build yet; run without it to keep state in memory");
     }
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(cloudrack_channel::server_config(&cloudrack_channel::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })?),
+        _ if args.plain_tcp => None,
+        _ => bail!(
+            "switches connect over mutual TLS: give --tls-cert, --tls-key and --tls-ca (scripts/pki.sh makes a CA and \
+             certificates), or --plain-tcp for an unauthenticated lab setup"
+        ),
+    };
     let listener = TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    info!(listen = %args.listen, tunnel_idle = ?args.tunnel_idle, "cloudrack-controller running");
+    info!(listen = %args.listen, tls = tls.is_some(), tunnel_idle = ?args.tunnel_idle, "cloudrack-controller running");
+    if tls.is_none() {
+        warn!("plain TCP: switches are not authenticated (--plain-tcp)");
+    }
     let (tx, rx) = crossbeam_channel::bounded::<app::Event>(65_536);
     let counters = Arc::new(server::Counters::default());
     {
         let c = counters.clone();
         std::thread::Builder::new()
             .name("accept".into())
-            .spawn(move || server::serve(listener, tx, c))?;
+            .spawn(move || server::serve(listener, tx, c, tls))?;
     }
     let mut app = app::App::new(app::Config {
         tunnel_idle: args.tunnel_idle,
@@ -108,7 +138,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         if last.elapsed() >= tick {
             last = std::time::Instant::now();
             app.tick();
-            let status = app.status();
+            let mut status = app.status();
+            status["server"] = counters.snapshot();
             if status != last_status {
                 info!(status = %status, "controller state");
                 last_status = status;

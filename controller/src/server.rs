@@ -1,12 +1,15 @@
-//! The OpenFlow server: accepts switch connections; per connection a reader thread (framing,
-//! echo replies, liveness) and a writer thread. Every decoded message goes to the app thread.
+//! The OpenFlow server: accepts switch connections; per connection a reader thread (TLS
+//! handshake, framing, echo replies, liveness, the switch's identity) and a writer thread.
+//! Every decoded message of an authenticated switch goes to the app thread.
 
 use crate::app::{ConnId, Event};
+use cloudrack_channel::rustls::ServerConfig;
+use cloudrack_channel::Channel;
 use cloudrack_wire::ofp::{self, Body, Message};
 use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::io::{ErrorKind, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +23,49 @@ const MAX_MISSED_ECHOES: u32 = 3;
 pub struct Counters {
     pub malformed: AtomicU64,
     pub connections: AtomicU64,
+    /// TLS handshakes that failed (no certificate, another CA, not TLS at all).
+    pub tls_refused: AtomicU64,
+    /// Switches whose certificate does not name the dpid they claimed.
+    pub identity_refused: AtomicU64,
+    /// Messages dropped because they came before the switch proved its dpid.
+    pub unauthenticated: AtomicU64,
 }
 
-pub fn serve(listener: TcpListener, events: Sender<Event>, counters: Arc<Counters>) {
+impl Counters {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections": self.connections.load(Relaxed),
+            "malformed": self.malformed.load(Relaxed),
+            "tls_refused": self.tls_refused.load(Relaxed),
+            "identity_refused": self.identity_refused.load(Relaxed),
+            "unauthenticated": self.unauthenticated.load(Relaxed),
+        })
+    }
+}
+
+/// Accept switches, over mutual TLS when `tls` is set (else plain TCP).
+pub fn serve(listener: TcpListener, events: Sender<Event>, counters: Arc<Counters>, tls: Option<Arc<ServerConfig>>) {
     let next = AtomicU64::new(1);
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
                 let id = next.fetch_add(1, Relaxed);
                 counters.connections.fetch_add(1, Relaxed);
-                let (ev, c) = (events.clone(), counters.clone());
+                let (ev, c, tls) = (events.clone(), counters.clone(), tls.clone());
                 let _ = std::thread::Builder::new().name(format!("conn-{id}")).spawn(move || {
-                    if let Err(e) = connection(id, stream, ev, c) {
+                    let peer = stream.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let channel = match tls {
+                        Some(cfg) => match Channel::tls_server(stream, cfg) {
+                            Ok(ch) => ch,
+                            Err(e) => {
+                                c.tls_refused.fetch_add(1, Relaxed);
+                                warn!(conn = id, %peer, error = %e, "switch refused: no valid certificate");
+                                return;
+                            }
+                        },
+                        None => Channel::plain(stream),
+                    };
+                    if let Err(e) = connection(id, channel, peer, ev, c) {
                         debug!(conn = id, error = %e, "connection ended");
                     }
                 });
@@ -41,16 +75,20 @@ pub fn serve(listener: TcpListener, events: Sender<Event>, counters: Arc<Counter
     }
 }
 
-fn connection(id: ConnId, stream: TcpStream, events: Sender<Event>, counters: Arc<Counters>) -> std::io::Result<()> {
-    let peer = stream.peer_addr()?;
-    let _ = stream.set_nodelay(true);
+fn connection(
+    id: ConnId,
+    stream: Channel,
+    peer: SocketAddr,
+    events: Sender<Event>,
+    counters: Arc<Counters>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(ECHO_INTERVAL))?;
     let (tx, rx) = bounded::<Message>(16_384);
-    let writer = stream.try_clone()?;
+    let writer = stream.clone();
     let wt = std::thread::Builder::new()
         .name(format!("conn-{id}-tx"))
         .spawn(move || write_loop(writer, rx))?;
-    info!(conn = id, %peer, "switch connection");
+    info!(conn = id, %peer, tls = stream.is_tls(), "switch connection");
     let _ = events.send(Event::Connected {
         conn: id,
         tx: tx.clone(),
@@ -65,13 +103,17 @@ fn connection(id: ConnId, stream: TcpStream, events: Sender<Event>, counters: Ar
 
 fn read_loop(
     id: ConnId,
-    stream: TcpStream,
+    stream: Channel,
     tx: &Sender<Message>,
     events: &Sender<Event>,
     counters: &Counters,
 ) -> std::io::Result<()> {
+    let tls = stream.is_tls();
+    let identity = stream.clone();
     let mut reader = MsgReader::new(stream);
     let mut missed = 0;
+    // Over TLS nothing reaches the app before the switch's certificate proves its dpid.
+    let mut authenticated = !tls;
     loop {
         match reader.next_message() {
             Ok(Incoming::Message(msg)) => {
@@ -91,6 +133,31 @@ fn read_loop(
                             ));
                             return Ok(());
                         }
+                    }
+                    Body::FeaturesReply { datapath_id, .. } if tls => {
+                        if !identity.peer_names_dpid(datapath_id) {
+                            counters.identity_refused.fetch_add(1, Relaxed);
+                            warn!(
+                                conn = id,
+                                dpid = format!("{datapath_id:016x}"),
+                                expected = cloudrack_channel::dpid_name(datapath_id),
+                                "switch refused: its certificate does not name the dpid it claims; closing"
+                            );
+                            return Ok(());
+                        }
+                        authenticated = true;
+                        if events.send(Event::Message { conn: id, msg }).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Body::Error { .. } | Body::FeaturesReply { .. } => {
+                        if events.send(Event::Message { conn: id, msg }).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    _ if !authenticated => {
+                        counters.unauthenticated.fetch_add(1, Relaxed);
+                        debug!(conn = id, "message before the switch proved its dpid; dropped");
                     }
                     _ => {
                         if events.send(Event::Message { conn: id, msg }).is_err() {
@@ -128,7 +195,7 @@ fn read_loop(
     }
 }
 
-fn write_loop(mut stream: TcpStream, rx: Receiver<Message>) {
+fn write_loop(mut stream: Channel, rx: Receiver<Message>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Ok(m) = rx.recv() {
         buf.clear();
@@ -143,5 +210,5 @@ fn write_loop(mut stream: TcpStream, rx: Receiver<Message>) {
             break;
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream.shutdown();
 }

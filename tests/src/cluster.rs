@@ -2,7 +2,7 @@
 //! namespace, reached over the WAN), a switch per host, and VMs attached both ways. Plus the
 //! traffic helpers the scenarios share: a verified TCP transfer and a gratuitous ARP.
 
-use crate::{add_addr, bin_path, link_up, set_mac, vm_ns, wait_until, HostNet, Netns, Proc, Vm};
+use crate::{add_addr, bin_path, link_up, set_mac, vm_ns, wait_until, workspace_dir, HostNet, Netns, Proc, Vm};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,9 +16,48 @@ pub struct Cluster {
     pub controller_args: Vec<String>,
     pub ctl_dir: crate::TempDir,
     pub net: HostNet,
+    /// The deployment's CA and certificates (scripts/pki.sh); None when the controller runs
+    /// with --plain-tcp.
+    pub pki: Option<crate::TempDir>,
 }
 
 impl Cluster {
+    /// A deployment on `net` with nothing started yet: mutual TLS between switches and the
+    /// controller (a fresh CA and a certificate per host), unless `controller_args` has
+    /// --plain-tcp.
+    pub fn new(net: HostNet, controller_args: &[&str]) -> Cluster {
+        let pki = if controller_args.contains(&"--plain-tcp") {
+            None
+        } else {
+            let dir = crate::scratch_dir("pki");
+            let mut argv = vec![
+                "bash".to_string(),
+                workspace_dir().join("scripts/pki.sh").display().to_string(),
+            ];
+            argv.push(dir.path().display().to_string());
+            for i in 0..net.len() {
+                argv.push("--switch".into());
+                argv.push(format!("{:x}", Cluster::dpid(i)));
+            }
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            crate::run_cmd(&argv);
+            Some(dir)
+        };
+        Cluster {
+            switches: Vec::new(),
+            controller: None,
+            controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+            ctl_dir: crate::scratch_dir("ctl"),
+            net,
+            pki,
+        }
+    }
+
+    /// Host `i`'s datapath id (its certificate names it).
+    pub fn dpid(i: usize) -> u64 {
+        0x00c1_0da0_0000_0000 | (i as u64 + 1)
+    }
+
     /// Hosts with a switch each and a controller with `controller_args` (e.g. --tunnel-idle).
     pub fn start(n_hosts: usize, controller_args: &[&str]) -> Cluster {
         Cluster::start_with(n_hosts, n_hosts, controller_args, &[])
@@ -27,15 +66,7 @@ impl Cluster {
     /// `n_hosts` hosts, of which the first `n_switches` run a Cloud Rack switch (started with
     /// `switch_args`); the others are left for peers such as Open vSwitch.
     pub fn start_with(n_hosts: usize, n_switches: usize, controller_args: &[&str], switch_args: &[&str]) -> Cluster {
-        let net = HostNet::new(n_hosts);
-        let ctl_dir = crate::scratch_dir("ctl");
-        let mut c = Cluster {
-            switches: Vec::new(),
-            controller: None,
-            controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
-            ctl_dir,
-            net,
-        };
+        let mut c = Cluster::new(HostNet::new(n_hosts), controller_args);
         c.start_controller();
         for i in 0..n_switches {
             let sw = c.spawn_switch(i, switch_args);
@@ -53,13 +84,30 @@ impl Cluster {
     }
 
     pub fn controller_addr(&self) -> String {
-        format!("tcp:{}:{}", self.net[0].underlay_ip, CONTROLLER_PORT)
+        let scheme = if self.pki.is_some() { "tls" } else { "tcp" };
+        format!("{scheme}:{}:{}", self.net[0].underlay_ip, CONTROLLER_PORT)
+    }
+
+    /// `--tls-cert/--tls-key/--tls-ca` for the certificate named `name` (file stem).
+    pub fn tls_args(&self, name: &str) -> Vec<String> {
+        let Some(pki) = &self.pki else { return Vec::new() };
+        let p = |f: &str| pki.path().join(f).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            p(&format!("{name}.pem")),
+            "--tls-key".into(),
+            p(&format!("{name}.key")),
+            "--tls-ca".into(),
+            p("ca.pem"),
+        ]
     }
 
     pub fn start_controller(&mut self) {
         let bin = bin_path("cloudrack-controller");
         let listen = format!("0.0.0.0:{CONTROLLER_PORT}");
+        let tls = self.tls_args("controller");
         let mut argv = vec![bin.to_str().unwrap(), "--listen", listen.as_str()];
+        argv.extend(tls.iter().map(String::as_str));
         argv.extend(self.controller_args.iter().map(|s| s.as_str()));
         let mut p = self.net[0].ns.spawn_named("controller", &argv);
         p.expect_log("cloudrack-controller running", Duration::from_secs(10));
@@ -72,19 +120,31 @@ impl Cluster {
 
     /// Start host `i`'s switch with extra arguments.
     pub fn spawn_switch(&self, i: usize, extra: &[&str]) -> Proc {
+        let dpid = Cluster::dpid(i);
+        let tls = self.tls_args(&format!("switch-{dpid:016x}"));
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        self.spawn_switch_as(i, &self.controller_addr(), dpid, &tls, extra)
+    }
+
+    /// Start a switch on host `i` that connects to `controller` as `dpid` with the given TLS
+    /// arguments (a test may hand it the wrong ones).
+    pub fn spawn_switch_as(&self, i: usize, controller: &str, dpid: u64, tls: &[&str], extra: &[&str]) -> Proc {
         let bin = bin_path("cloudrack-switch");
         let ctl = self.ctl_path(i);
         let ip = self.net[i].underlay_ip.to_string();
-        let controller = self.controller_addr();
+        let dpid = format!("{dpid:016x}");
         let mut argv = vec![
             bin.to_str().unwrap(),
             "--controller",
-            controller.as_str(),
+            controller,
             "--underlay-ip",
             ip.as_str(),
             "--ctl",
             ctl.to_str().unwrap(),
+            "--dpid",
+            dpid.as_str(),
         ];
+        argv.extend_from_slice(tls);
         argv.extend_from_slice(extra);
         let mut p = self.net[i].ns.spawn_named(&format!("switch{i}"), &argv);
         p.expect_log("cloudrack-switch running", Duration::from_secs(10));

@@ -28,9 +28,22 @@ use tracing::{error, info};
         still arrive, as fragmented GRE.\n\nLog level: RUST_LOG (default info)."
 )]
 struct Args {
-    /// Controller to connect to, as tcp:IP:PORT (repeat for several controllers).
-    #[arg(long = "controller", value_name = "tcp:IP:PORT", required = true)]
+    /// Controller to connect to: tls:IP:PORT (mutual TLS; needs --tls-cert, --tls-key,
+    /// --tls-ca) or tcp:IP:PORT (plain TCP, for labs). Repeat for several controllers.
+    #[arg(long = "controller", value_name = "tls:IP:PORT", required = true)]
     controllers: Vec<String>,
+    /// This switch's certificate (PEM), naming its dpid as DPID.dpid.cloudrack (scripts/pki.sh).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, PKCS#8).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate the controller's certificate must come from (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// The name the controller's certificate must carry.
+    #[arg(long, default_value = cloudrack_channel::CONTROLLER_NAME)]
+    tls_controller_name: String,
     /// This host's underlay IPv4 address: tunnels start and end here.
     #[arg(long)]
     underlay_ip: Ipv4Addr,
@@ -74,16 +87,52 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-fn parse_controller(s: &str) -> anyhow::Result<SocketAddr> {
-    let rest = s
-        .strip_prefix("tcp:")
-        .with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))?;
-    // Accept tcp:IP too, with the standard OpenFlow port.
+/// `tls:IP[:PORT]`, `ssl:IP[:PORT]` (Open vSwitch's spelling) or `tcp:IP[:PORT]` → (TLS?, address).
+fn parse_controller(s: &str) -> anyhow::Result<(bool, SocketAddr)> {
+    let bad = || format!("controller {s:?} must look like tls:IP:PORT or tcp:IP:PORT");
+    let (tls, rest) = match s.split_once(':') {
+        Some(("tls" | "ssl", rest)) => (true, rest),
+        Some(("tcp", rest)) => (false, rest),
+        _ => bail!(bad()),
+    };
+    // IP alone means the standard OpenFlow port.
     if let Ok(ip) = rest.parse::<Ipv4Addr>() {
-        return Ok(SocketAddr::from((ip, 6653)));
+        return Ok((tls, SocketAddr::from((ip, 6653))));
     }
-    rest.parse()
-        .with_context(|| format!("controller {s:?} must look like tcp:IP:PORT"))
+    Ok((tls, rest.parse().with_context(bad)?))
+}
+
+/// Each controller with its transport; TLS ones share one client configuration.
+fn controller_targets(args: &Args) -> anyhow::Result<Vec<ofp::ControllerTarget>> {
+    let parsed = args
+        .controllers
+        .iter()
+        .map(|c| parse_controller(c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tls = if parsed.iter().any(|(tls, _)| *tls) {
+        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) else {
+            bail!("a tls: controller needs --tls-cert, --tls-key and --tls-ca (scripts/pki.sh makes them)");
+        };
+        let files = cloudrack_channel::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        };
+        Some(cloudrack_channel::client_config(&files)?)
+    } else {
+        None
+    };
+    Ok(parsed
+        .into_iter()
+        .map(|(is_tls, addr)| ofp::ControllerTarget {
+            addr,
+            tls: if is_tls {
+                tls.clone().map(|c| (c, args.tls_controller_name.clone()))
+            } else {
+                None
+            },
+        })
+        .collect())
 }
 
 fn main() {
@@ -100,11 +149,7 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let controllers = args
-        .controllers
-        .iter()
-        .map(|c| parse_controller(c))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let controllers = controller_targets(&args)?;
     let underlay_if = sys::iface_with_ipv4(args.underlay_ip)?.with_context(|| {
         format!(
             "no interface has the underlay address {}; assign it first",

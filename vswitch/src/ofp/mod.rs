@@ -7,6 +7,7 @@ pub mod translate;
 
 use crate::dp::PacketIn;
 use crate::switch::Switch;
+use cloudrack_channel::Channel;
 use cloudrack_wire::ofp::{Body, Message};
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{SocketAddr, TcpListener};
@@ -47,20 +48,35 @@ impl Hub {
     }
 }
 
+/// A controller to keep a connection to.
+#[derive(Clone)]
+pub struct ControllerTarget {
+    pub addr: SocketAddr,
+    /// TLS configuration and the name the controller's certificate must carry; None: plain TCP.
+    pub tls: Option<(Arc<cloudrack_channel::rustls::ClientConfig>, String)>,
+}
+
+impl std::fmt::Debug for ControllerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls.is_some() { "tls" } else { "tcp" };
+        write!(f, "{scheme}:{}", self.addr)
+    }
+}
+
 /// Start the threads that keep the controller connections, the PACKET_IN dispatcher and the
 /// passive listener.
 pub fn start(
     switch: Arc<Switch>,
-    controllers: Vec<SocketAddr>,
+    controllers: Vec<ControllerTarget>,
     listen: Option<SocketAddr>,
     packet_ins: Receiver<PacketIn>,
 ) -> std::io::Result<Arc<Hub>> {
     let hub = Arc::new(Hub::default());
-    for addr in controllers {
+    for target in controllers {
         let (sw, h) = (switch.clone(), hub.clone());
         std::thread::Builder::new()
-            .name(format!("ofp-{addr}"))
-            .spawn(move || session::keep_connected(sw, h, addr))?;
+            .name(format!("ofp-{}", target.addr))
+            .spawn(move || session::keep_connected(sw, h, target))?;
     }
     {
         let (sw, h) = (switch.clone(), hub.clone());
@@ -83,7 +99,7 @@ pub fn start(
                     Ok(stream) => {
                         let (sw, h) = (sw.clone(), h.clone());
                         let _ = std::thread::Builder::new().name("ofp-passive".into()).spawn(move || {
-                            let _ = session::run(sw, h, stream, session::Peer::Passive);
+                            let _ = session::run(sw, h, Channel::plain(stream), session::Peer::Passive);
                         });
                     }
                     Err(e) => warn!(error = %e, "OpenFlow accept failed"),

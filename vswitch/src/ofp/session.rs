@@ -6,6 +6,7 @@
 use super::translate::{self, FlowOp, OfpErr};
 use super::Hub;
 use crate::switch::{Notify, PortInfo, Switch, TunnelSpec};
+use cloudrack_channel::Channel;
 use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequestBody};
 use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
 use cloudrack_wire::tccs::TccsMsg;
@@ -41,10 +42,9 @@ pub struct Session {
 }
 
 /// Run a session until the connection ends. Returns how it ended.
-pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: TcpStream, peer: Peer) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: Channel, peer: Peer) -> std::io::Result<()> {
     stream.set_read_timeout(Some(ECHO_INTERVAL))?;
-    let writer = stream.try_clone()?;
+    let writer = stream.clone();
     let (out_tx, out_rx) = bounded::<Message>(4096);
     let (notify_tx, notify_rx) = bounded::<Notify>(4096);
     if peer == Peer::Controller {
@@ -74,7 +74,7 @@ pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: TcpStream, peer: Peer) ->
     result
 }
 
-fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<Notify>) {
+fn write_loop(mut stream: Channel, out: Receiver<Message>, notify: Receiver<Notify>) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let msgs = select! {
@@ -103,7 +103,7 @@ fn write_loop(mut stream: TcpStream, out: Receiver<Message>, notify: Receiver<No
             break;
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream.shutdown();
 }
 
 /// The TCCS bindings of a port's VM MACs.
@@ -211,7 +211,7 @@ impl Session {
         self.reply(xid, Body::error_reply(typ, code, raw));
     }
 
-    fn read_loop(&mut self, stream: TcpStream) -> std::io::Result<()> {
+    fn read_loop(&mut self, stream: Channel) -> std::io::Result<()> {
         let mut reader = MsgReader::new(stream);
         let mut missed = 0;
         loop {
@@ -567,18 +567,26 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keep a connection to one controller: connect, run the session, back off, retry — forever.
 /// While disconnected the datapath keeps forwarding on what is installed (fail-secure).
-pub fn keep_connected(switch: Arc<Switch>, hub: Arc<Hub>, addr: std::net::SocketAddr) {
+pub fn keep_connected(switch: Arc<Switch>, hub: Arc<Hub>, target: super::ControllerTarget) {
+    let addr = target.addr;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| match &target.tls {
+            Some((cfg, name)) => Channel::tls_client(s, cfg.clone(), name),
+            None => Ok(Channel::plain(s)),
+        });
+        match connected {
             Ok(stream) => {
-                info!(%addr, "connected to controller");
+                info!(controller = ?target, "connected to controller");
                 let started = Instant::now();
                 let end = run(switch.clone(), hub.clone(), stream, Peer::Controller);
                 warn!(%addr, reason = ?end.err(), "controller connection lost; forwarding continues on installed flows");
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff = Duration::from_millis(100);
                 }
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidData || e.to_string().contains("TLS") => {
+                warn!(controller = ?target, error = %e, "controller connection refused at TLS")
             }
             Err(e) => debug!(%addr, error = %e, "controller not reachable"),
         }
