@@ -328,35 +328,13 @@ pub fn raw_send(ifname: &str, frame: &[u8]) {
 /// Send `count` copies of a raw Ethernet frame out of `ifname` through one socket (closing an
 /// AF_PACKET socket waits for an RCU grace period: one socket per frame is slow).
 pub fn raw_send_many(ifname: &str, frame: &[u8], count: usize) {
-    let c = std::ffi::CString::new(ifname).unwrap();
-    // SAFETY: plain libc calls with valid, live arguments; the fd is closed at the end.
-    unsafe {
-        let idx = libc::if_nametoindex(c.as_ptr());
-        assert!(idx != 0, "no interface {ifname}");
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket");
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = idx as i32;
-        sll.sll_halen = 6;
-        for _ in 0..count {
-            let rc = libc::sendto(
-                fd,
-                frame.as_ptr() as *const libc::c_void,
-                frame.len(),
-                0,
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            assert!(rc == frame.len() as isize, "raw send failed");
-        }
-        libc::close(fd);
-    }
+    let sent = raw_send_each(ifname, std::iter::repeat_n(frame, count));
+    assert_eq!(sent, count, "raw send failed");
 }
 
 /// Send each frame once out of `ifname` (in the current thread's namespace) through one socket.
 /// Returns how many the kernel took (a full queue refuses some; that is not an error here).
-pub fn raw_send_each(ifname: &str, frames: impl Iterator<Item = Vec<u8>>) -> usize {
+pub fn raw_send_each<F: AsRef<[u8]>>(ifname: &str, frames: impl Iterator<Item = F>) -> usize {
     let c = std::ffi::CString::new(ifname).unwrap();
     let mut sent = 0;
     // SAFETY: plain libc calls with valid, live arguments; the fd is closed at the end.
@@ -370,6 +348,7 @@ pub fn raw_send_each(ifname: &str, frames: impl Iterator<Item = Vec<u8>>) -> usi
         sll.sll_ifindex = idx as i32;
         sll.sll_halen = 6;
         for frame in frames {
+            let frame = frame.as_ref();
             let rc = libc::sendto(
                 fd,
                 frame.as_ptr() as *const libc::c_void,
