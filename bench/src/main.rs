@@ -6,6 +6,7 @@ mod iperf;
 mod migration;
 mod report;
 mod rr;
+mod scale;
 mod systems;
 mod util;
 
@@ -39,6 +40,10 @@ enum Cmd {
     /// datagrams lost, QEMU downtime and true pause, for cloudrack (with and without the
     /// migrate-in notice at STOP) and Open vSwitch.
     Migration(migration::MigrationArgs),
+    /// Thousands of simulated switches (OpenFlow 1.3 + TCCS over TCP) against one real
+    /// controller: registrations/s, PACKET_IN -> FLOW_MOD latency, MAC move -> re-pointed,
+    /// controller CPU and memory per 1,000 hosts and per 100,000 MACs.
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +101,13 @@ fn main() {
             }
         },
         Cmd::Migration(a) => match catching(|| migration::run(a)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cloudrack-bench: {e}");
+                2
+            }
+        },
+        Cmd::Scale(a) => match catching(|| scale::run(a)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("cloudrack-bench: {e}");
@@ -683,7 +695,7 @@ mod tests {
         full.extend_from_slice(v);
         match Cli::parse_from(full).cmd {
             Cmd::Datapath(a) => a,
-            Cmd::Migration(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
