@@ -4,5 +4,6 @@
 
 pub mod app;
 pub mod commander;
+pub mod members;
 pub mod server;
 pub mod tccs;

@@ -58,6 +58,17 @@ struct Args {
     etcd: Option<String>,
 }
 
+/// A listening socket with a backlog for thousands of switches reconnecting at once (std's
+/// `TcpListener::bind` uses 128).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -105,7 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
              certificates), or --plain-tcp for an unauthenticated lab setup"
         ),
     };
-    let listener = TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     info!(listen = %args.listen, tls = tls.is_some(), tunnel_idle = ?args.tunnel_idle, "cloudrack-controller running");
     if tls.is_none() {
         warn!("plain TCP: switches are not authenticated (--plain-tcp)");

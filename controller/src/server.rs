@@ -7,7 +7,7 @@ use cloudrack_channel::rustls::ServerConfig;
 use cloudrack_channel::Channel;
 use cloudrack_wire::ofp::{self, Body, Message};
 use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -70,7 +70,11 @@ pub fn serve(listener: TcpListener, events: Sender<Event>, counters: Arc<Counter
                     }
                 });
             }
-            Err(e) => warn!(error = %e, "accept failed"),
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning on the error.
+                warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
@@ -83,7 +87,9 @@ fn connection(
     counters: Arc<Counters>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(ECHO_INTERVAL))?;
-    let (tx, rx) = bounded::<Message>(16_384);
+    // Unbounded (a bounded crossbeam channel allocates every slot up front: 1.7 MB per switch,
+    // 17 GB at 10,000); the app caps each queue at MAX_QUEUED instead.
+    let (tx, rx) = unbounded::<Message>();
     let writer = stream.clone();
     let wt = std::thread::Builder::new()
         .name(format!("conn-{id}-tx"))
@@ -199,9 +205,9 @@ fn write_loop(mut stream: Channel, rx: Receiver<Message>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Ok(m) = rx.recv() {
         buf.clear();
-        m.encode_into(&mut buf);
+        encode_or_skip(&m, &mut buf);
         while let Ok(m) = rx.try_recv() {
-            m.encode_into(&mut buf);
+            encode_or_skip(&m, &mut buf);
             if buf.len() > 256 * 1024 {
                 break;
             }
@@ -211,4 +217,12 @@ fn write_loop(mut stream: Channel, rx: Receiver<Message>) {
         }
     }
     stream.shutdown();
+}
+
+/// Append `m`'s encoding, or log and skip a message too large for OpenFlow's length field (a
+/// writer must never die of one bad message).
+fn encode_or_skip(m: &Message, buf: &mut Vec<u8>) {
+    if let Err(e) = m.try_encode_into(buf) {
+        warn!(msg_type = m.msg_type(), xid = m.xid, error = %e, "message cannot be encoded; not sent");
+    }
 }

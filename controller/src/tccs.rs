@@ -84,28 +84,29 @@ impl Tccs {
         self.hosts.values().find(|h| h.underlay_ip == ip)
     }
 
+    /// A free tunnel port on `dpid`, always within FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT; None
+    /// when every one is taken.
     fn alloc_port(&mut self, dpid: u64) -> Option<u32> {
-        let used: Vec<u32> = self
-            .by_port
-            .keys()
-            .filter(|(d, _)| *d == dpid)
-            .map(|(_, p)| *p)
-            .collect();
-        let host = self.hosts.get_mut(&dpid)?;
-        let mut p = host.next_tunnel_port.max(FIRST_TUNNEL_PORT);
-        while used.contains(&p) {
-            p = if p >= LAST_TUNNEL_PORT {
+        let next = |p: u32| {
+            if p >= LAST_TUNNEL_PORT {
                 FIRST_TUNNEL_PORT
             } else {
                 p + 1
-            };
-        }
-        host.next_tunnel_port = if p >= LAST_TUNNEL_PORT {
-            FIRST_TUNNEL_PORT
-        } else {
-            p + 1
+            }
         };
-        Some(p)
+        let host = self.hosts.get(&dpid)?;
+        let mut p = host.next_tunnel_port;
+        if !(FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&p) {
+            p = FIRST_TUNNEL_PORT;
+        }
+        for _ in FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT {
+            if !self.by_port.contains_key(&(dpid, p)) {
+                self.hosts.get_mut(&dpid)?.next_tunnel_port = next(p);
+                return Some(p);
+            }
+            p = next(p);
+        }
+        None
     }
 
     /// The tunnel between `a` and `b` for `key`, created if needed. `None` if either host is
@@ -156,8 +157,12 @@ impl Tccs {
         }
         self.by_port.insert((dpid, port_no), k);
         self.tunnels.insert(k, t);
+        // Continue after the highest reported port, within our range (a report outside it is
+        // a static or foreign port number and says nothing about ours).
         if let Some(h) = self.hosts.get_mut(&dpid) {
-            h.next_tunnel_port = h.next_tunnel_port.max(port_no.saturating_add(1));
+            if (FIRST_TUNNEL_PORT..LAST_TUNNEL_PORT).contains(&port_no) {
+                h.next_tunnel_port = h.next_tunnel_port.max(port_no + 1);
+            }
         }
     }
 
@@ -195,6 +200,21 @@ mod test {
         t.register(2, Ipv4Addr::new(198, 18, 0, 2), [2, 0, 0, 0, 0, 2]);
         t.register(3, Ipv4Addr::new(198, 18, 0, 3), [2, 0, 0, 0, 0, 3]);
         t
+    }
+
+    #[test]
+    fn ports_stay_in_range_after_reports_at_its_edge() {
+        let mut t = tccs();
+        // Found by the ofp_controller fuzz target: a restarted controller hears of a tunnel on
+        // the last port (or on a number outside the range) and must not hand out 0xe000 next.
+        t.report(1, 2, LAST_TUNNEL_PORT, 0);
+        t.report(1, 3, 0xffff_fffe, 0);
+        let Some(Ensure::Created(p)) = t.ensure_tunnel(1, 3, 5) else {
+            panic!("no tunnel")
+        };
+        let port = p.port_on(1).unwrap();
+        assert!((FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&port), "port {port:#x}");
+        assert_ne!(port, LAST_TUNNEL_PORT, "that one is taken");
     }
 
     #[test]

@@ -90,11 +90,11 @@ fn write_loop(mut stream: Channel, out: Receiver<Message>, notify: Receiver<Noti
         }
         buf.clear();
         for m in &msgs {
-            m.encode_into(&mut buf);
+            encode_or_skip(m, &mut buf);
         }
         // Write whatever else is queued in the same syscall.
         while let Ok(m) = out.try_recv() {
-            m.encode_into(&mut buf);
+            encode_or_skip(&m, &mut buf);
             if buf.len() > 256 * 1024 {
                 break;
             }
@@ -592,5 +592,13 @@ pub fn keep_connected(switch: Arc<Switch>, hub: Arc<Hub>, target: super::Control
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Append `m`'s encoding, or log and skip a message too large for OpenFlow's length field (a
+/// writer must never die of one bad message).
+fn encode_or_skip(m: &Message, buf: &mut Vec<u8>) {
+    if let Err(e) = m.try_encode_into(buf) {
+        warn!(msg_type = m.msg_type(), xid = m.xid, error = %e, "message cannot be encoded; not sent");
     }
 }

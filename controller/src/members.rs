@@ -1,0 +1,84 @@
+//! Which virtual networks each switch has local ports in, indexed both ways, so relaying a
+//! broadcast touches only the hosts of its network (not every port of every host).
+
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub struct Members {
+    /// dpid → port → vnet.
+    ports: HashMap<u64, HashMap<u32, u32>>,
+    /// vnet → dpid → number of its ports in the network.
+    hosts: HashMap<u32, HashMap<u64, usize>>,
+}
+
+impl Members {
+    pub fn set(&mut self, dpid: u64, port: u32, vnet: u32) {
+        if let Some(old) = self.ports.entry(dpid).or_default().insert(port, vnet) {
+            self.leave(old, dpid);
+        }
+        *self.hosts.entry(vnet).or_default().entry(dpid).or_default() += 1;
+    }
+
+    pub fn remove_port(&mut self, dpid: u64, port: u32) {
+        if let Some(vnet) = self.ports.get_mut(&dpid).and_then(|p| p.remove(&port)) {
+            self.leave(vnet, dpid);
+        }
+    }
+
+    /// A switch re-registers: its ports are declared again.
+    pub fn remove_switch(&mut self, dpid: u64) {
+        for (_, vnet) in self.ports.remove(&dpid).unwrap_or_default() {
+            self.leave(vnet, dpid);
+        }
+    }
+
+    fn leave(&mut self, vnet: u32, dpid: u64) {
+        if let Some(hosts) = self.hosts.get_mut(&vnet) {
+            if let Some(n) = hosts.get_mut(&dpid) {
+                *n -= 1;
+                if *n == 0 {
+                    hosts.remove(&dpid);
+                }
+            }
+            if hosts.is_empty() {
+                self.hosts.remove(&vnet);
+            }
+        }
+    }
+
+    /// Switches with at least one port in `vnet`.
+    pub fn hosts_in(&self, vnet: u32) -> impl Iterator<Item = u64> + '_ {
+        self.hosts.get(&vnet).into_iter().flat_map(|h| h.keys().copied())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn hosts(m: &Members, vnet: u32) -> Vec<u64> {
+        let mut v: Vec<u64> = m.hosts_in(vnet).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn follows_ports_in_and_out_of_networks() {
+        let mut m = Members::default();
+        m.set(1, 1, 7);
+        m.set(1, 2, 7);
+        m.set(2, 1, 7);
+        m.set(2, 2, 8);
+        assert_eq!(hosts(&m, 7), vec![1, 2]);
+        assert_eq!(hosts(&m, 8), vec![2]);
+        m.remove_port(1, 1);
+        assert_eq!(hosts(&m, 7), vec![1, 2], "host 1 still has port 2 in network 7");
+        m.set(1, 2, 8); // the port moved to another network
+        assert_eq!(hosts(&m, 7), vec![2]);
+        assert_eq!(hosts(&m, 8), vec![1, 2]);
+        m.remove_switch(2);
+        assert_eq!(hosts(&m, 7), Vec::<u64>::new());
+        assert_eq!(hosts(&m, 8), vec![1]);
+        m.remove_port(9, 9); // unknown: nothing happens
+    }
+}
