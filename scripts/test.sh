@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every test: unit tests, wire-format tests against the captures, and the root
-# integration tests in network namespaces. Installs what it needs first.
+# Run every test: unit tests, wire-format tests against the captures, the root
+# integration tests in network namespaces, and the fuzz targets. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,3 +14,6 @@ scripts/guest/build-guest.sh --quiet
 cargo build --release --workspace --locked
 # Integration tests each start a whole deployment; two at a time suits a 2-core machine.
 cargo test --release --workspace --locked -- --test-threads=2
+# Fuzz targets (GRE parser, forwarding path, OpenFlow decoders on both sides), seeded from
+# ../shared/captures, for a short bounded time each; a crash fails the run with its input.
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
