@@ -211,8 +211,8 @@ impl App {
                 }
             }
             Body::FlowRemoved(fr) => {
-                if let (Some(dpid), Some(mac)) = (dpid, fr.match_.eth_dst()) {
-                    let vnet = fr.match_.tunnel_id().unwrap_or(0) as u32;
+                let vnet = u32::try_from(fr.match_.tunnel_id().unwrap_or(0));
+                if let (Some(dpid), Some(mac), Ok(vnet)) = (dpid, fr.match_.eth_dst(), vnet) {
                     self.commander.removed_from(vnet, mac, dpid);
                 }
             }
@@ -418,7 +418,9 @@ impl App {
     fn rebuild_from_flows(&mut self, dpid: u64, stats: &[ofp::FlowStats]) {
         for s in stats {
             let Some(mac) = s.match_.eth_dst() else { continue };
-            let vnet = s.match_.tunnel_id().unwrap_or(0) as u32;
+            let Ok(vnet) = u32::try_from(s.match_.tunnel_id().unwrap_or(0)) else {
+                continue;
+            };
             let out = s.instructions.iter().find_map(|i| match i {
                 Instruction::ApplyActions(a) => a.iter().find_map(|a| match a {
                     Action::Output { port, .. } => Some(*port),
@@ -522,7 +524,10 @@ impl App {
 
     fn packet_in(&mut self, dpid: u64, pin: &ofp::PacketIn) {
         let Some(in_port) = pin.match_.in_port() else { return };
-        let vnet = pin.match_.tunnel_id().unwrap_or(0) as u32;
+        // Networks are 32-bit GRE keys; a wider tunnel id is not one of ours.
+        let Ok(vnet) = u32::try_from(pin.match_.tunnel_id().unwrap_or(0)) else {
+            return;
+        };
         if pin.data.len() < 14 {
             return;
         }

@@ -262,7 +262,10 @@ pub fn packet_out_targets(po: &ofp::PacketOut) -> Result<Vec<PacketOutTarget>, O
     let mut out = Vec::new();
     for a in &po.actions {
         match a {
-            Action::SetField(Oxm::TunnelId { id, mask: None }) => vnet = *id as u32,
+            // Virtual networks are 32-bit GRE keys; a wider id names no network of ours.
+            Action::SetField(Oxm::TunnelId { id, mask: None }) => {
+                vnet = u32::try_from(*id).map_err(|_| (ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_SET_ARGUMENT))?
+            }
             Action::Output { port, .. } => out.push(match *port {
                 ofp::OFPP_FLOOD | ofp::OFPP_ALL => PacketOutTarget::Flood { vnet, in_port },
                 ofp::OFPP_TABLE => PacketOutTarget::Table {
@@ -402,6 +405,16 @@ mod test {
         assert_eq!(
             packet_out_targets(&po),
             Ok(vec![PacketOutTarget::Flood { vnet: 4, in_port: None }])
+        );
+        // A tunnel id wider than a GRE key names no network: refused, not cut to network 4.
+        let mut wide = po.clone();
+        wide.actions[0] = Action::SetField(Oxm::TunnelId {
+            id: 0x1_0000_0004,
+            mask: None,
+        });
+        assert_eq!(
+            packet_out_targets(&wide),
+            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_SET_ARGUMENT))
         );
     }
 }
