@@ -1,6 +1,7 @@
 //! OpenFlow 1.3: sessions with controllers (active, reconnecting) and with tools such as
 //! ovs-ofctl (the passive `--ofp-listen` listener), and the PACKET_IN dispatcher.
 
+pub mod roles;
 pub mod session;
 mod table_features;
 pub mod translate;
@@ -15,36 +16,64 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
-/// The controller connections that completed registration, in the order they did. The first
-/// one receives PACKET_INs (roles refine this later; today every controller is EQUAL).
+/// The controller connections that completed registration, in the order they did, with
+/// their OpenFlow roles: the master (else the first EQUAL one) receives PACKET_INs.
 #[derive(Default)]
 pub struct Hub {
-    links: Mutex<Vec<(u64, Sender<Message>)>>,
+    state: Mutex<HubState>,
     next: AtomicU64,
 }
 
+#[derive(Default)]
+struct HubState {
+    links: Vec<(u64, Sender<Message>)>,
+    roles: roles::Roles,
+}
+
 impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn add(&self, tx: Sender<Message>) -> u64 {
         let id = self.next.fetch_add(1, Relaxed);
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).push((id, tx));
+        let mut st = self.lock();
+        st.links.push((id, tx));
+        st.roles.add(id);
         id
     }
 
     pub fn remove(&self, id: u64) {
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(i, _)| *i != id);
+        let mut st = self.lock();
+        st.links.retain(|(i, _)| *i != id);
+        st.roles.remove(id);
     }
 
     pub fn has_controller(&self) -> bool {
-        !self.links.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self.lock().links.is_empty()
+    }
+
+    /// A ROLE_REQUEST from connection `id`: the role to reply with, or the error.
+    pub fn request_role(&self, id: u64, role: u32, generation_id: u64) -> Result<u32, roles::RoleErr> {
+        self.lock().roles.request(id, role, generation_id)
+    }
+
+    pub fn role(&self, id: u64) -> u32 {
+        self.lock().roles.role(id)
+    }
+
+    pub fn is_slave(&self, id: u64) -> bool {
+        self.lock().roles.is_slave(id)
     }
 
     /// Send to the primary controller; false if there is none or it is not keeping up.
     pub fn to_primary(&self, msg: Message) -> bool {
-        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.first().is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
+        let st = self.lock();
+        let Some(id) = st.roles.primary() else { return false };
+        st.links
+            .iter()
+            .find(|(i, _)| *i == id)
+            .is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
     }
 }
 

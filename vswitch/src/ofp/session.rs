@@ -294,18 +294,40 @@ impl Session {
             Body::SetConfig(_) | Body::SetAsync(_) => {}
             Body::BarrierRequest => self.reply(xid, Body::BarrierReply),
             Body::RoleRequest(r) => {
-                let role = if r.role == ofp::OFPCR_ROLE_NOCHANGE {
-                    ofp::OFPCR_ROLE_EQUAL
-                } else {
-                    r.role
+                // Roles are among registered controllers; anyone else (ovs-ofctl) stays EQUAL.
+                let role = match self.link_id {
+                    Some(id) => self.hub.request_role(id, r.role, r.generation_id),
+                    None if r.role == ofp::OFPCR_ROLE_NOCHANGE => Ok(ofp::OFPCR_ROLE_EQUAL),
+                    None => Ok(r.role),
                 };
-                self.reply(
-                    xid,
-                    Body::RoleReply(ofp::RoleMsg {
-                        role,
-                        generation_id: r.generation_id,
-                    }),
+                match role {
+                    Ok(role) => {
+                        info!(role, generation_id = r.generation_id, "controller role");
+                        self.reply(
+                            xid,
+                            Body::RoleReply(ofp::RoleMsg {
+                                role,
+                                generation_id: r.generation_id,
+                            }),
+                        );
+                    }
+                    Err(e) => {
+                        warn!(
+                            role = r.role,
+                            generation_id = r.generation_id,
+                            "role request refused (stale or bad)"
+                        );
+                        self.error(xid, raw, e);
+                    }
+                }
+            }
+            // A slave controller may look, not touch.
+            Body::FlowMod(_) | Body::PacketOut(_) | Body::Experimenter { .. } if self.is_slave() => {
+                debug!(
+                    msg_type = m.body.msg_type(),
+                    "modification from a slave controller refused"
                 );
+                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_IS_SLAVE));
             }
             Body::FlowMod(fm) => self.flow_mod(xid, raw, &fm),
             Body::PacketOut(po) => self.packet_out(xid, raw, &po),
@@ -316,6 +338,10 @@ impl Session {
                 self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TYPE));
             }
         }
+    }
+
+    fn is_slave(&self) -> bool {
+        self.link_id.is_some_and(|id| self.hub.is_slave(id))
     }
 
     /// Tell the controller who we are and what we have (TCCS), so a restarted controller
