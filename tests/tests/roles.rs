@@ -169,6 +169,23 @@ fn the_master_controls_the_switch_and_a_new_master_takes_over() {
         flows.contains("02:00:00:00:5d:0b") && !flows.contains("02:00:00:00:5d:0a"),
         "{flows}"
     );
+    // cloudrack-ctl shows both connections and who is master.
+    let ctls = c.ctl_json(0, &["controllers"]);
+    let role_of = |addr: &str| {
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        ctls.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| {
+                x["controller"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            })
+            .map(|x| x["role"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{addr} missing from {ctls}"))
+    };
+    assert_eq!(role_of(&cb), "master", "{ctls}");
+    assert_eq!(role_of(&ca), "slave", "{ctls}");
     // PACKET_INs go to the master only.
     announce();
     assert!(

@@ -101,6 +101,8 @@ enum Cmd {
     Flows(Json),
     /// Datapath counters, drops by reason.
     Stats(Json),
+    /// The controllers this switch is registered with, and their OpenFlow roles.
+    Controllers(Json),
 }
 
 fn main() {
@@ -138,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Macs(j) => (Request::Macs, j.json),
         Cmd::Flows(j) => (Request::Flows, j.json),
         Cmd::Stats(j) => (Request::Stats, j.json),
+        Cmd::Controllers(j) => (Request::Controllers, j.json),
     };
     let kind = std::mem::discriminant(&req);
     let data = client::call(&cli.ctl, &req)?;
@@ -168,6 +171,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Request::Tunnels => print_tunnels(&data),
         Request::Macs | Request::Flows => print_flows(&data, kind == std::mem::discriminant(&Request::Flows)),
         Request::Stats => print_stats(&data),
+        Request::Controllers => {
+            println!("{:<28} {:<7} PACKET_INS", "CONTROLLER", "ROLE");
+            for c in data.as_array().into_iter().flatten() {
+                let pins = if c["receives_packet_ins"] == true { "yes" } else { "no" };
+                println!("{:<28} {:<7} {pins}", s(&c["controller"]), s(&c["role"]));
+            }
+        }
     }
     Ok(())
 }

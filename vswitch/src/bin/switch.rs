@@ -188,13 +188,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         dp,
     ));
-    ctl::serve(switch.clone(), &args.ctl).with_context(|| format!("management socket {}", args.ctl.display()))?;
-    ofp::start(
+    let hub = ofp::start(
         switch.clone(),
         controllers.clone(),
         args.ofp_listen,
         channels.packet_in_rx,
     )?;
+    ctl::serve(switch.clone(), hub, &args.ctl).with_context(|| format!("management socket {}", args.ctl.display()))?;
     info!(
         dpid = format!("{dpid:016x}"),
         underlay = %args.underlay_ip,

@@ -6,6 +6,7 @@ pub mod client;
 
 use crate::dp::fib::PortKind;
 use crate::flow_table::FlowFilter;
+use crate::ofp::Hub;
 use crate::port::sys::fmt_mac;
 use crate::switch::{Switch, TunnelSpec};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,8 @@ pub enum Request {
     Macs,
     Flows,
     Stats,
+    /// The controller connections and their OpenFlow roles.
+    Controllers,
 }
 
 impl<'de> Deserialize<'de> for PortKind {
@@ -69,7 +72,7 @@ impl<'de> Deserialize<'de> for PortKind {
 }
 
 /// Bind the socket (replacing a stale one) and serve it on a thread.
-pub fn serve(switch: Arc<Switch>, path: &Path) -> std::io::Result<()> {
+pub fn serve(switch: Arc<Switch>, hub: Arc<Hub>, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -89,10 +92,10 @@ pub fn serve(switch: Arc<Switch>, path: &Path) -> std::io::Result<()> {
         for conn in listener.incoming() {
             match conn {
                 Ok(stream) => {
-                    let sw = switch.clone();
+                    let (sw, hub) = (switch.clone(), hub.clone());
                     let _ = std::thread::Builder::new()
                         .name("ctl-conn".into())
-                        .spawn(move || handle(sw, stream));
+                        .spawn(move || handle(sw, hub, stream));
                 }
                 Err(e) => warn!(error = %e, "management accept failed"),
             }
@@ -101,7 +104,7 @@ pub fn serve(switch: Arc<Switch>, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn handle(switch: Arc<Switch>, stream: UnixStream) {
+fn handle(switch: Arc<Switch>, hub: Arc<Hub>, stream: UnixStream) {
     let Ok(mut out) = stream.try_clone() else { return };
     let reader = BufReader::new(stream);
     for line in reader.lines() {
@@ -110,7 +113,7 @@ fn handle(switch: Arc<Switch>, stream: UnixStream) {
             continue;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => match execute(&switch, req) {
+            Ok(req) => match execute(&switch, &hub, req) {
                 Ok(data) => json!({"ok": true, "data": data}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
@@ -127,7 +130,7 @@ fn parse_mac(s: &str) -> Result<crate::dp::fib::Mac, String> {
 }
 
 /// Carry out one request.
-pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
+pub fn execute(switch: &Switch, hub: &Hub, req: Request) -> Result<Value, String> {
     let to_json = |v: &dyn erased::Ser| v.to_value();
     match req {
         Request::AddPort { name, kind, vnet, macs } => {
@@ -213,6 +216,7 @@ pub fn execute(switch: &Switch, req: Request) -> Result<Value, String> {
             ))
         }
         Request::Stats => Ok(switch.stats()),
+        Request::Controllers => Ok(hub.controllers()),
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Hub {
 
 #[derive(Default)]
 struct HubState {
-    links: Vec<(u64, Sender<Message>)>,
+    links: Vec<(u64, Sender<Message>, String)>,
     roles: roles::Roles,
 }
 
@@ -35,17 +35,18 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn add(&self, tx: Sender<Message>) -> u64 {
+    /// A registered controller connection; `remote` names it (tls:IP:PORT).
+    pub fn add(&self, tx: Sender<Message>, remote: &str) -> u64 {
         let id = self.next.fetch_add(1, Relaxed);
         let mut st = self.lock();
-        st.links.push((id, tx));
+        st.links.push((id, tx, remote.to_string()));
         st.roles.add(id);
         id
     }
 
     pub fn remove(&self, id: u64) {
         let mut st = self.lock();
-        st.links.retain(|(i, _)| *i != id);
+        st.links.retain(|(i, _, _)| *i != id);
         st.roles.remove(id);
     }
 
@@ -72,8 +73,29 @@ impl Hub {
         let Some(id) = st.roles.primary() else { return false };
         st.links
             .iter()
-            .find(|(i, _)| *i == id)
-            .is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
+            .find(|(i, _, _)| *i == id)
+            .is_some_and(|(_, tx, _)| tx.try_send(msg).is_ok())
+    }
+
+    /// The registered controller connections and their roles, for `cloudrack-ctl controllers`.
+    pub fn controllers(&self) -> serde_json::Value {
+        let st = self.lock();
+        let primary = st.roles.primary();
+        st.links
+            .iter()
+            .map(|(id, _, remote)| {
+                let role = match st.roles.role(*id) {
+                    cloudrack_wire::ofp::OFPCR_ROLE_MASTER => "master",
+                    cloudrack_wire::ofp::OFPCR_ROLE_SLAVE => "slave",
+                    _ => "equal",
+                };
+                serde_json::json!({
+                    "controller": remote,
+                    "role": role,
+                    "receives_packet_ins": primary == Some(*id),
+                })
+            })
+            .collect()
     }
 }
 

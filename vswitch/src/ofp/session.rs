@@ -39,11 +39,18 @@ pub struct Session {
     out: Sender<Message>,
     registered: bool,
     link_id: Option<u64>,
+    /// tls:IP:PORT or tcp:IP:PORT of the other end, for `cloudrack-ctl controllers`.
+    remote: String,
 }
 
 /// Run a session until the connection ends. Returns how it ended.
 pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: Channel, peer: Peer) -> std::io::Result<()> {
     stream.set_read_timeout(Some(ECHO_INTERVAL))?;
+    let remote = format!(
+        "{}:{}",
+        if stream.is_tls() { "tls" } else { "tcp" },
+        stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+    );
     let writer = stream.clone();
     let (out_tx, out_rx) = bounded::<Message>(4096);
     let (notify_tx, notify_rx) = bounded::<Notify>(4096);
@@ -62,6 +69,7 @@ pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: Channel, peer: Peer) -> s
         out: out_tx,
         registered: false,
         link_id: None,
+        remote,
     };
     s.send(Body::hello(&[ofp::OFP_VERSION]));
     let result = s.read_loop(stream);
@@ -382,7 +390,7 @@ impl Session {
             );
         }
         self.registered = true;
-        self.link_id = Some(self.hub.add(self.out.clone()));
+        self.link_id = Some(self.hub.add(self.out.clone(), &self.remote));
         sw.dp.shared.controller_up.store(true, Relaxed);
         info!(dpid = format!("{:016x}", sw.cfg.dpid), "registered with controller");
     }
