@@ -105,8 +105,24 @@ mod test {
     use std::net::{TcpListener, TcpStream};
     use std::process::Command;
 
+    /// A directory removed when the test ends, pass or fail.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Dir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
     /// Certificates from scripts/pki.sh in a fresh directory.
-    fn pki(tag: &str, switches: &[&str]) -> PathBuf {
+    fn pki(tag: &str, switches: &[&str]) -> Dir {
         let dir = std::env::temp_dir().join(format!("cloudrack-pki-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pki.sh");
@@ -117,7 +133,7 @@ mod test {
         }
         let out = cmd.output().expect("run scripts/pki.sh");
         assert!(out.status.success(), "pki.sh: {}", String::from_utf8_lossy(&out.stderr));
-        dir
+        Dir(dir)
     }
 
     fn files(dir: &Path, name: &str) -> TlsFiles {
