@@ -320,13 +320,7 @@ fn datapath(a: DatapathArgs) -> Result<i32, String> {
         "results": run.records,
         "table": table.to_json(),
     });
-    if let Some(dir) = s.json_path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-    }
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-    std::fs::write(&s.json_path, text + "\n").map_err(|e| format!("cannot write {}: {e}", s.json_path.display()))?;
+    crate::util::write_json(&s.json_path, &doc)?;
     eprintln!("JSON written to {}", s.json_path.display());
     Ok(if interrupted() {
         130

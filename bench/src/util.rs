@@ -218,6 +218,15 @@ pub fn select_systems<T: Copy + PartialEq>(
     Ok(systems)
 }
 
+/// Write a bench's JSON document to `path` (pretty, trailing newline), creating its directory.
+pub fn write_json(path: &std::path::Path, doc: &serde_json::Value) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -471,11 +471,7 @@ pub fn run(a: ScaleArgs) -> Result<i32, String> {
         },
         "results": results,
     });
-    if let Some(dir) = s.json_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-    std::fs::write(&s.json_path, text + "\n").map_err(|e| format!("writing {}: {e}", s.json_path.display()))?;
+    crate::util::write_json(&s.json_path, &doc)?;
     print_table(&doc);
     println!("\nJSON: {}", s.json_path.display());
     if interrupted() {
