@@ -148,20 +148,7 @@ pub fn port_binding(port_no: u32, vnet: u32, mac: Mac, bound: bool) -> Message {
 }
 
 pub fn port_status(reason: u8, port_no: u32, mac: Mac) -> Message {
-    let desc = ofp::PortDesc {
-        port_no,
-        hw_addr: mac,
-        name: [0; ofp::OFP_MAX_PORT_NAME_LEN],
-        config: 0,
-        state: ofp::OFPPS_LIVE,
-        curr: 0,
-        advertised: 0,
-        supported: 0,
-        peer: 0,
-        curr_speed: 0,
-        max_speed: 0,
-    }
-    .with_name(&format!("vm{port_no}"));
+    let desc = ofp::PortDesc::live(port_no, mac, &format!("vm{port_no}"));
     Message::new(0, Body::PortStatus { reason, desc })
 }
 

@@ -200,20 +200,7 @@ pub fn flow_removed(flow: &Flow, reason: FlowRemovedReason) -> ofp::FlowRemoved 
 }
 
 fn desc(port_no: u32, mac: [u8; 6], name: &str) -> ofp::PortDesc {
-    ofp::PortDesc {
-        port_no,
-        hw_addr: mac,
-        name: [0; ofp::OFP_MAX_PORT_NAME_LEN],
-        config: 0,
-        state: ofp::OFPPS_LIVE,
-        curr: 0,
-        advertised: 0,
-        supported: 0,
-        peer: 0,
-        curr_speed: 0,
-        max_speed: 0,
-    }
-    .with_name(name)
+    ofp::PortDesc::live(port_no, mac, name)
 }
 
 pub fn port_desc(p: &PortInfo) -> ofp::PortDesc {

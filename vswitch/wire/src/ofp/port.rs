@@ -85,6 +85,17 @@ impl PortDesc {
         fixed_str(&self.name)
     }
 
+    /// A port that is up (OFPPS_LIVE), with no configuration flags and no speeds.
+    pub fn live(port_no: u32, hw_addr: [u8; 6], name: &str) -> Self {
+        PortDesc {
+            port_no,
+            hw_addr,
+            state: OFPPS_LIVE,
+            ..Default::default()
+        }
+        .with_name(name)
+    }
+
     /// Builder: sets the name, truncated to 15 bytes so a NUL terminator remains.
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = fixed_bytes(name);
