@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what Cloud Rack's build, tests and demo need on a fresh Debian machine (as root):
 # iproute2/ethtool for namespaces, tcpdump/tshark for captures, Open vSwitch (userspace) and
-# its ovs-ofctl as the interoperability peer, iperf3 for the demo. Idempotent and quiet.
+# its ovs-ofctl as the interoperability peer, iperf3 for the demo, etcd (server and etcdctl) for the
+# control-plane tests, protoc for the etcd client's generated code. Idempotent and quiet.
 set -euo pipefail
 need=()
-for pkg in iproute2 iputils-ping iputils-arping ethtool tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps openssl; do
+for pkg in iproute2 iputils-ping iputils-arping ethtool tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps openssl etcd-server etcd-client protobuf-compiler; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -19,5 +20,9 @@ fi
 # inside namespaces and need nothing from it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet openvswitch-switch 2>/dev/null; then
     systemctl stop openvswitch-switch || true
+fi
+# Likewise etcd: the tests and benches start their own members in namespaces or on their own ports.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+    systemctl stop etcd || true
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust) is required: install it with rustup" >&2; exit 1; }

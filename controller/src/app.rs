@@ -4,6 +4,7 @@
 
 use crate::commander::{Commander, Learned, Limits, Location, Mac, Refusal};
 use crate::members::Members;
+use crate::store::{Change, MemoryStore, Snapshot, Store};
 use crate::tccs::{Ensure, Tccs, TunnelPair};
 use cloudrack_wire::ofp::{
     self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm,
@@ -12,7 +13,7 @@ use cloudrack_wire::tccs::TccsMsg;
 use crossbeam_channel::Sender;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub type ConnId = u64;
 
@@ -30,6 +31,35 @@ pub enum Event {
     Disconnected {
         conn: ConnId,
     },
+    /// We won the election (etcd): take over every switch with this generation id.
+    Elected {
+        generation: u64,
+    },
+    /// The master is now `name` (possibly us).
+    Leader {
+        generation: u64,
+        name: String,
+    },
+    /// We may no longer act as master (election lease lost, or fenced out of etcd).
+    LeadershipLost {
+        reason: String,
+    },
+    /// A connected host's entries expired in the store: record them again.
+    Resync {
+        dpid: u64,
+    },
+}
+
+/// Who is in charge of the switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The only controller (memory backend): in charge, never sends ROLE_REQUEST.
+    Single,
+    /// Elected master; the generation id of our ROLE_REQUESTs.
+    Master(u64),
+    /// Another controller is (or is about to be) master: we keep what switches tell everyone
+    /// (hosts, ports, bindings) and change nothing.
+    Standby,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +81,10 @@ pub struct AppCounters {
     /// New MACs refused because their port or network is full.
     pub macs_refused_full: u64,
     pub bindings_declared: u64,
+    /// PACKET_INs for a destination nobody knew (flooded to find it).
+    pub unknown_destinations: u64,
+    /// Times this controller took over as master.
+    pub takeovers: u64,
 }
 
 struct Conn {
@@ -84,6 +118,14 @@ pub struct App {
     pub counters: AppCounters,
     /// When a refusal was last logged (a spoofing VM must not flood the log).
     last_refusal_log: Option<Instant>,
+    store: Box<dyn Store>,
+    role: Role,
+    /// The current master's generation id and name, as the election reports it.
+    leader: Option<(u64, String)>,
+    /// Since when we are master, until our first FLOW_MOD (the takeover time is logged).
+    master_since: Option<Instant>,
+    /// Set when this controller must stop (see `Event::LeadershipLost`).
+    stop: Option<String>,
 }
 
 /// Messages queued towards one switch before further ones are dropped (a switch not reading).
@@ -104,12 +146,26 @@ fn fmt_mac(m: &Mac) -> String {
     )
 }
 
+/// Wall-clock milliseconds, so a test can time a failover across processes from the logs.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn is_multicast(m: &Mac) -> bool {
     m[0] & 1 != 0
 }
 
 impl App {
+    /// A single controller with its state in memory.
     pub fn new(cfg: Config) -> App {
+        App::with_store(cfg, Box::new(MemoryStore), Role::Single)
+    }
+
+    /// A controller whose registries are also kept in `store`; with `Role::Standby` it waits
+    /// for `Event::Elected` before changing anything.
+    pub fn with_store(cfg: Config, store: Box<dyn Store>, role: Role) -> App {
         App {
             conns: HashMap::new(),
             by_dpid: HashMap::new(),
@@ -121,8 +177,136 @@ impl App {
             move_times_ms: Vec::new(),
             counters: AppCounters::default(),
             last_refusal_log: None,
+            store,
+            role,
+            leader: None,
+            master_since: None,
+            stop: None,
             cfg,
         }
+    }
+
+    fn is_master(&self) -> bool {
+        self.role != Role::Standby
+    }
+
+    /// Why this controller must stop, once it must.
+    pub fn must_stop(&self) -> Option<&str> {
+        self.stop.as_deref()
+    }
+
+    /// Tell the store, if we are the one writing.
+    fn record(&mut self, change: Change) {
+        if self.is_master() {
+            self.store.record(change);
+        }
+    }
+
+    /// Our ROLE_REQUEST for a switch, if roles are in use.
+    fn role_request(&self) -> Option<Body> {
+        let (role, generation_id) = match (self.role, &self.leader) {
+            (Role::Master(g), _) => (ofp::OFPCR_ROLE_MASTER, g),
+            (Role::Standby, Some((g, _))) => (ofp::OFPCR_ROLE_SLAVE, *g),
+            _ => return None,
+        };
+        Some(Body::RoleRequest(ofp::RoleMsg { role, generation_id }))
+    }
+
+    /// We won the election: load the registries, claim every switch, and ask each for its
+    /// flow table (who holds which MAC is the switches' to say).
+    fn take_over(&mut self, generation: u64) {
+        let started = Instant::now();
+        self.role = Role::Master(generation);
+        self.counters.takeovers += 1;
+        let snap = match self.store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                self.stop = Some(format!("elected, but cannot read the registries: {e}"));
+                return;
+            }
+        };
+        let loaded = (snap.hosts.len(), snap.tunnels.len(), snap.locations.len());
+        self.apply(snap);
+        // Hosts that registered while nobody was master, and the leases of all: ours now.
+        let hosts: Vec<crate::tccs::Host> = self.tccs.hosts.values().cloned().collect();
+        for h in hosts {
+            self.record(Change::Host {
+                dpid: h.dpid,
+                underlay_ip: h.underlay_ip,
+                underlay_mac: h.underlay_mac,
+            });
+        }
+        let dpids: Vec<u64> = self.by_dpid.keys().copied().collect();
+        for &dpid in &dpids {
+            self.record(Change::HostUp { dpid });
+            if let Some(req) = self.role_request() {
+                self.send(dpid, req);
+            }
+            self.request_flows(dpid);
+        }
+        self.master_since = Some(started);
+        info!(
+            generation,
+            hosts = loaded.0,
+            tunnels = loaded.1,
+            locations = loaded.2,
+            switches = dpids.len(),
+            load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            unix_ms = unix_ms(),
+            "took over as master"
+        );
+    }
+
+    /// Registries from the store, under what the switches already told us.
+    fn apply(&mut self, snap: Snapshot) {
+        for h in snap.hosts {
+            if !self.tccs.hosts.contains_key(&h.dpid) {
+                self.tccs.register(h.dpid, h.underlay_ip, h.underlay_mac);
+            }
+        }
+        for t in snap.tunnels {
+            self.tccs.adopt(t);
+        }
+        for (vnet, mac, at) in snap.locations {
+            self.commander.learn_if_unknown(vnet, mac, at);
+        }
+    }
+
+    /// Record again everything about one host (its entries expired in the store).
+    fn resync(&mut self, dpid: u64) {
+        let Some(h) = self.tccs.hosts.get(&dpid).cloned() else {
+            return;
+        };
+        self.record(Change::Host {
+            dpid,
+            underlay_ip: h.underlay_ip,
+            underlay_mac: h.underlay_mac,
+        });
+        let tunnels: Vec<TunnelPair> = self.tccs.tunnels().filter(|t| t.a == dpid).copied().collect();
+        for t in tunnels {
+            self.record(Change::Tunnel(t));
+        }
+        for (vnet, mac, at) in self.commander.located_on(dpid) {
+            self.record(Change::Location { vnet, mac, at });
+        }
+    }
+
+    fn request_flows(&mut self, dpid: u64) {
+        let req = ofp::FlowStatsRequest {
+            table_id: ofp::OFPTT_ALL,
+            out_port: ofp::OFPP_ANY,
+            out_group: ofp::OFPG_ANY,
+            cookie: 0,
+            cookie_mask: 0,
+            match_: Match::new(),
+        };
+        self.send(
+            dpid,
+            Body::MultipartRequest {
+                flags: 0,
+                body: MultipartRequestBody::Flow(req),
+            },
+        );
     }
 
     fn xid(&mut self) -> u32 {
@@ -170,12 +354,32 @@ impl App {
                     if let Some(dpid) = c.dpid {
                         if self.by_dpid.get(&dpid) == Some(&conn) {
                             self.by_dpid.remove(&dpid);
+                            self.record(Change::HostDown { dpid });
                         }
                         warn!(dpid = format!("{dpid:016x}"), peer = %c.peer, "switch disconnected; its installed flows keep forwarding");
                     }
                 }
             }
             Event::Message { conn, msg } => self.message(conn, msg),
+            Event::Elected { generation } => self.take_over(generation),
+            Event::Leader { generation, name } => {
+                info!(generation, master = %name, "master elected");
+                self.leader = Some((generation, name));
+                if self.role == Role::Standby {
+                    // Say so to every switch: it sends us nothing it would send a master.
+                    let dpids: Vec<u64> = self.by_dpid.keys().copied().collect();
+                    for dpid in dpids {
+                        if let Some(req) = self.role_request() {
+                            self.send(dpid, req);
+                        }
+                    }
+                }
+            }
+            Event::LeadershipLost { reason } => {
+                error!(%reason, "lost the right to be master; stopping");
+                self.stop = Some(reason);
+            }
+            Event::Resync { dpid } => self.resync(dpid),
         }
     }
 
@@ -199,12 +403,18 @@ impl App {
                     miss_send_len: ofp::OFPCML_NO_BUFFER,
                 };
                 self.send(datapath_id, Body::SetConfig(config));
+                if let Some(req) = self.role_request() {
+                    self.send(datapath_id, req);
+                }
+                self.record(Change::HostUp { dpid: datapath_id });
             }
             Body::Experimenter { .. } => match TccsMsg::from_body(&msg.body) {
                 Some(Ok(m)) => self.tccs_message(dpid, m),
                 Some(Err(e)) => warn!(error = %e, "bad TCCS message"),
                 None => debug!("unknown experimenter message"),
             },
+            // Only the master acts on traffic; a standby's view is rebuilt when it takes over.
+            Body::PacketIn(_) | Body::FlowRemoved(_) if !self.is_master() => {}
             Body::PacketIn(pin) => {
                 if let Some(dpid) = dpid {
                     self.packet_in(dpid, &pin);
@@ -269,26 +479,20 @@ impl App {
                     return;
                 }
                 self.tccs.register(reg, underlay_ip, underlay_mac);
+                self.record(Change::Host {
+                    dpid: reg,
+                    underlay_ip,
+                    underlay_mac,
+                });
                 // Its ports follow (PortVnet, PortBinding), all of them.
                 self.members.remove_switch(reg);
                 self.commander.unbind_switch(reg);
                 info!(dpid = format!("{reg:016x}"), %underlay_ip, "host registered");
-                // Rebuild what this switch already forwards (a restarted controller).
-                let req = ofp::FlowStatsRequest {
-                    table_id: ofp::OFPTT_ALL,
-                    out_port: ofp::OFPP_ANY,
-                    out_group: ofp::OFPG_ANY,
-                    cookie: 0,
-                    cookie_mask: 0,
-                    match_: Match::new(),
-                };
-                self.send(
-                    reg,
-                    Body::MultipartRequest {
-                        flags: 0,
-                        body: MultipartRequestBody::Flow(req),
-                    },
-                );
+                // Rebuild what this switch already forwards (a restarted controller); a
+                // standby asks when it takes over.
+                if self.is_master() {
+                    self.request_flows(reg);
+                }
             }
             TccsMsg::TunnelReport {
                 remote_dpid,
@@ -309,9 +513,17 @@ impl App {
                     };
                     if let Some(r) = remote {
                         self.tccs.report(dpid, r, port_no, key);
+                        if let Some(t) = self
+                            .tccs
+                            .by_port(dpid, port_no)
+                            .filter(|t| t.port_a != 0 && t.port_b != 0)
+                        {
+                            self.record(Change::Tunnel(t));
+                        }
                     }
                 }
             }
+            TccsMsg::TunnelIdle { .. } | TccsMsg::MigrationNotify { .. } if !self.is_master() => {}
             TccsMsg::TunnelIdle { port_no, idle_ms, .. } => {
                 let Some(dpid) = dpid else { return };
                 if let Some(t) = self.tccs.by_port(dpid, port_no) {
@@ -412,6 +624,7 @@ impl App {
             );
         }
         self.tccs.remove(t);
+        self.record(Change::TunnelGone(*t));
     }
 
     /// Rebuild locations and holders from a switch's flow table.
@@ -430,8 +643,12 @@ impl App {
             });
             self.commander.installed_on(vnet, mac, dpid);
             if let Some(port) = out {
-                if !self.tccs.is_tunnel_port(dpid, port) && port < crate::tccs::FIRST_TUNNEL_PORT {
-                    self.commander.learn_if_unknown(vnet, mac, Location { dpid, port });
+                let at = Location { dpid, port };
+                if !self.tccs.is_tunnel_port(dpid, port)
+                    && port < crate::tccs::FIRST_TUNNEL_PORT
+                    && self.commander.learn_if_unknown(vnet, mac, at)
+                {
+                    self.record(Change::Location { vnet, mac, at });
                 }
             }
         }
@@ -465,6 +682,14 @@ impl App {
         };
         if self.send(dpid, Body::FlowMod(fm)) {
             self.commander.installed_on(vnet, mac, dpid);
+            if let Some(since) = self.master_since.take() {
+                info!(
+                    since_elected_ms = format!("{:.1}", since.elapsed().as_secs_f64() * 1000.0),
+                    unix_ms = unix_ms(),
+                    dpid = format!("{dpid:016x}"),
+                    "first FLOW_MOD as master"
+                );
+            }
         }
     }
 
@@ -507,6 +732,7 @@ impl App {
                     key = vnet,
                     "tunnel brought up"
                 );
+                self.record(Change::Tunnel(t));
                 t
             }
         };
@@ -565,6 +791,7 @@ impl App {
             None => {
                 // Unknown destination: flood it in its network on every host; the answer
                 // teaches us where it is.
+                self.counters.unknown_destinations += 1;
                 self.packet_out_flood(dpid, vnet, Some(in_port), &pin.data);
                 self.relay_flood(dpid, vnet, &pin.data);
             }
@@ -617,6 +844,12 @@ impl App {
     fn learn(&mut self, dpid: u64, port: u32, vnet: u32, mac: Mac) -> bool {
         let at = Location { dpid, port };
         let learned = self.commander.learn(vnet, mac, at);
+        if matches!(
+            learned,
+            Learned::New | Learned::PortChanged { .. } | Learned::Moved { .. }
+        ) {
+            self.record(Change::Location { vnet, mac, at });
+        }
         match learned {
             Learned::Refused(why) => {
                 match why {
@@ -747,6 +980,13 @@ impl App {
             "bound_macs": self.commander.bindings_len(),
             "counters": self.counters,
             "moves_completed": self.move_times_ms.len(),
+            "role": match self.role {
+                Role::Single => "single",
+                Role::Master(_) => "master",
+                Role::Standby => "standby",
+            },
+            "master": self.leader.as_ref().map(|(g, n)| serde_json::json!({"generation": g, "name": n})),
+            "store": self.store.status(),
         });
         if self.tccs.hosts.len() <= STATUS_HOST_LIST {
             status["hosts"] = self.host_list();

@@ -148,11 +148,23 @@ impl Commander {
         self.locations.insert(key, Entry { at, orphaned: false });
     }
 
-    /// Keep a location only if nothing newer is known (used when rebuilding from switches).
-    pub fn learn_if_unknown(&mut self, vnet: u32, mac: Mac, at: Location) {
-        if !self.locations.contains_key(&(vnet, mac)) {
-            self.place((vnet, mac), at, None);
+    /// Keep a location only if nothing newer is known (used when rebuilding from switches or
+    /// the store). True if it was new.
+    pub fn learn_if_unknown(&mut self, vnet: u32, mac: Mac, at: Location) -> bool {
+        if self.locations.contains_key(&(vnet, mac)) {
+            return false;
         }
+        self.place((vnet, mac), at, None);
+        true
+    }
+
+    /// Every MAC located on a switch.
+    pub fn located_on(&self, dpid: u64) -> Vec<(u32, Mac, Location)> {
+        self.port_macs
+            .iter()
+            .filter(|(at, _)| at.dpid == dpid)
+            .flat_map(|(at, keys)| keys.iter().map(move |(vnet, mac)| (*vnet, *mac, *at)))
+            .collect()
     }
 
     /// `at` is bound to the VM `mac`: it may take the MAC over. False if it already was.

@@ -4,6 +4,8 @@
 
 pub mod app;
 pub mod commander;
+pub mod etcd;
 pub mod members;
 pub mod server;
+pub mod store;
 pub mod tccs;

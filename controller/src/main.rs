@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use cloudrack_controller::etcd::{self, election::Election, store::EtcdStore, Etcd};
 use cloudrack_controller::{app, server};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -10,6 +11,36 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Show the registries kept in etcd (hosts, tunnels, MAC locations) and which controller
+    /// is master, read from etcd directly. Each switch's own view of its controllers:
+    /// `cloudrack-ctl controllers`.
+    Show {
+        /// etcd endpoints.
+        #[arg(long, value_name = "URL[,URL...]")]
+        etcd: String,
+        /// Key prefix the controllers use.
+        #[arg(long, default_value = "/cloudrack")]
+        etcd_prefix: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// List every tunnel and location (else the first 50 of each).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args)]
 #[command(
     name = "cloudrack-controller",
     version,
@@ -19,7 +50,10 @@ use tracing::{error, info, warn};
         conversation, relays broadcasts (ARP) to every host, and re-points every entry when a MAC shows up on another \
         host (live migration). The TCCS app knows each host's underlay address, brings GRE tunnels up when a flow \
         first needs one, and releases tunnels idle longer than --tunnel-idle.\n\nState is in memory; after a restart the \
-        switches reconnect and the controller rebuilds it from their flow tables.\n\nLog level: RUST_LOG (default info)."
+        switches reconnect and the controller rebuilds it from their flow tables. With --etcd the registries live in etcd \
+        too, under leases of their hosts, and several controllers may run: they elect a master through etcd, the master \
+        claims every switch with an OpenFlow ROLE_REQUEST, the others stand by as SLAVE and take over when it dies.\n\n\
+        `cloudrack-controller show --etcd URL` prints the registries and the master.\n\nLog level: RUST_LOG (default info)."
 )]
 struct Args {
     /// Address to accept switch connections on.
@@ -53,9 +87,23 @@ struct Args {
     /// register any dpid. For labs only.
     #[arg(long)]
     plain_tcp: bool,
-    /// etcd endpoints for shared state (not available in this build; state is in memory).
+    /// Keep the registries in etcd and elect a master among the controllers sharing it
+    /// (e.g. http://198.18.0.1:2379,http://198.18.0.2:2379). Without it state is in memory.
     #[arg(long, value_name = "URL[,URL...]")]
     etcd: Option<String>,
+    /// Key prefix in etcd (controllers of one deployment share it).
+    #[arg(long, default_value = "/cloudrack", requires = "etcd")]
+    etcd_prefix: String,
+    /// Master election lease: a master that died is replaced within about this long.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "etcd")]
+    election_ttl: Duration,
+    /// Lease of each host's entries in etcd: a host gone (no controller connected to it) this
+    /// long disappears from the registry.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "etcd")]
+    host_ttl: Duration,
+    /// This controller's name in the election (default: PID@LISTEN).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// A listening socket with a backlog for thousands of switches reconnecting at once (std's
@@ -93,17 +141,35 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(Args::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Show {
+            etcd,
+            etcd_prefix,
+            json,
+            all,
+        }) => show(&etcd, &etcd_prefix, json, all),
+        None => run(cli.run),
+    };
+    if let Err(e) = result {
         error!("{e:#}");
         eprintln!("cloudrack-controller: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    if args.etcd.is_some() {
-        bail!("--etcd is not supported by this build yet; run without it to keep state in memory");
+fn show(endpoints: &str, prefix: &str, json: bool, all: bool) -> anyhow::Result<()> {
+    let etcd = Etcd::connect(&etcd::parse_endpoints(endpoints), prefix).context("connecting to etcd")?;
+    let v = etcd::show::registry(&etcd)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", etcd::show::render(&v, all));
     }
+    Ok(())
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(cloudrack_channel::server_config(&cloudrack_channel::TlsFiles {
             cert: cert.clone(),
@@ -122,6 +188,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         warn!("plain TCP: switches are not authenticated (--plain-tcp)");
     }
     let (tx, rx) = crossbeam_channel::bounded::<app::Event>(65_536);
+    let tx_app = tx.clone();
     let counters = Arc::new(server::Counters::default());
     {
         let c = counters.clone();
@@ -129,20 +196,46 @@ fn run(args: Args) -> anyhow::Result<()> {
             .name("accept".into())
             .spawn(move || server::serve(listener, tx, c, tls))?;
     }
-    let mut app = app::App::new(app::Config {
+    let cfg = app::Config {
         tunnel_idle: args.tunnel_idle,
         flow_idle_s: args.flow_idle,
         limits: cloudrack_controller::commander::Limits {
             macs_per_port: args.max_macs_per_port,
             macs_per_vnet: args.max_macs_per_vnet,
         },
-    });
+    };
+    let mut app = match &args.etcd {
+        None => app::App::new(cfg),
+        Some(endpoints) => {
+            let endpoints = etcd::parse_endpoints(endpoints);
+            let etcd = Etcd::connect(&endpoints, &args.etcd_prefix)
+                .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+            let store = EtcdStore::start(etcd.clone(), args.host_ttl, tx_app.clone());
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}@{}", std::process::id(), args.listen));
+            info!(endpoints = %endpoints.join(","), prefix = %args.etcd_prefix, %name, "registries in etcd; standing by until elected");
+            Election {
+                name,
+                ttl: args.election_ttl,
+            }
+            .start(etcd, Some(store.fencer()), tx_app.clone());
+            app::App::with_store(cfg, Box::new(store), app::Role::Standby)
+        }
+    };
+    drop(tx_app);
     let tick = Duration::from_millis(500);
     let mut last = std::time::Instant::now();
     let mut last_status = serde_json::Value::Null;
     loop {
         match rx.recv_timeout(tick) {
-            Ok(ev) => app.handle(ev),
+            Ok(ev) => {
+                app.handle(ev);
+                if let Some(why) = app.must_stop() {
+                    bail!("stopping: {why} (another controller takes over)");
+                }
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => bail!("the listener stopped"),
         }

@@ -166,6 +166,40 @@ impl Tccs {
         }
     }
 
+    /// A tunnel from the store (a new master loading the registry). Refused if an end is not a
+    /// registered host, a port is outside our range, or a port is taken by another tunnel.
+    pub fn adopt(&mut self, t: TunnelPair) -> bool {
+        let k = norm(t.a, t.b, t.key);
+        let ours = |p: u32| (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&p);
+        let free = |d: u64, p: u32| self.by_port.get(&(d, p)).is_none_or(|o| *o == k);
+        if t.a == t.b
+            || !self.hosts.contains_key(&t.a)
+            || !self.hosts.contains_key(&t.b)
+            || !ours(t.port_a)
+            || !ours(t.port_b)
+            || !free(t.a, t.port_a)
+            || !free(t.b, t.port_b)
+        {
+            return false;
+        }
+        let t = TunnelPair {
+            a: k.0,
+            port_a: if k.0 == t.a { t.port_a } else { t.port_b },
+            b: k.1,
+            port_b: if k.0 == t.a { t.port_b } else { t.port_a },
+            key: t.key,
+        };
+        self.insert(t);
+        for (d, p) in [(t.a, t.port_a), (t.b, t.port_b)] {
+            if let Some(h) = self.hosts.get_mut(&d) {
+                if p < LAST_TUNNEL_PORT {
+                    h.next_tunnel_port = h.next_tunnel_port.max(p + 1);
+                }
+            }
+        }
+        true
+    }
+
     /// The tunnel whose end on `dpid` is `port_no`.
     pub fn by_port(&self, dpid: u64, port_no: u32) -> Option<TunnelPair> {
         self.by_port

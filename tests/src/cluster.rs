@@ -66,8 +66,20 @@ impl Cluster {
     /// `n_hosts` hosts, of which the first `n_switches` run a Cloud Rack switch (started with
     /// `switch_args`); the others are left for peers such as Open vSwitch.
     pub fn start_with(n_hosts: usize, n_switches: usize, controller_args: &[&str], switch_args: &[&str]) -> Cluster {
-        let mut c = Cluster::new(HostNet::new(n_hosts), controller_args);
+        Cluster::start_on(HostNet::new(n_hosts), n_switches, controller_args, switch_args)
+    }
+
+    /// Like `start_with` on hosts made beforehand (which may already run, say, etcd).
+    pub fn start_on(net: HostNet, n_switches: usize, controller_args: &[&str], switch_args: &[&str]) -> Cluster {
+        let mut c = Cluster::new(net, controller_args);
         c.start_controller();
+        c.start_switches(n_switches, switch_args);
+        c
+    }
+
+    /// Start the switches of hosts 0..n (with `switch_args`) and wait until each is connected.
+    pub fn start_switches(&mut self, n_switches: usize, switch_args: &[&str]) {
+        let c = self;
         for i in 0..n_switches {
             let sw = c.spawn_switch(i, switch_args);
             c.switches.push(Some(sw));
@@ -80,12 +92,16 @@ impl Cluster {
             );
         }
         c.wait_connected();
-        c
     }
 
     pub fn controller_addr(&self) -> String {
+        self.controller_addr_on(0)
+    }
+
+    /// The address of a controller running on host `i`.
+    pub fn controller_addr_on(&self, i: usize) -> String {
         let scheme = if self.pki.is_some() { "tls" } else { "tcp" };
-        format!("{scheme}:{}:{}", self.net[0].underlay_ip, CONTROLLER_PORT)
+        format!("{scheme}:{}:{}", self.net[i].underlay_ip, CONTROLLER_PORT)
     }
 
     /// `--tls-cert/--tls-key/--tls-ca` for the certificate named `name` (file stem).
@@ -103,15 +119,22 @@ impl Cluster {
     }
 
     pub fn start_controller(&mut self) {
+        let args: Vec<&str> = self.controller_args.iter().map(String::as_str).collect();
+        let p = self.spawn_controller_on(0, &args);
+        self.controller = Some(p);
+    }
+
+    /// Start a controller on host `i` with `args` (and the deployment's TLS arguments).
+    pub fn spawn_controller_on(&self, i: usize, args: &[&str]) -> Proc {
         let bin = bin_path("cloudrack-controller");
         let listen = format!("0.0.0.0:{CONTROLLER_PORT}");
         let tls = self.tls_args("controller");
         let mut argv = vec![bin.to_str().unwrap(), "--listen", listen.as_str()];
         argv.extend(tls.iter().map(String::as_str));
-        argv.extend(self.controller_args.iter().map(|s| s.as_str()));
-        let mut p = self.net[0].ns.spawn_named("controller", &argv);
+        argv.extend_from_slice(args);
+        let mut p = self.net[i].ns.spawn_named(&format!("controller-h{i}"), &argv);
         p.expect_log("cloudrack-controller running", Duration::from_secs(10));
-        self.controller = Some(p);
+        p
     }
 
     pub fn ctl_path(&self, host: usize) -> PathBuf {
@@ -211,15 +234,9 @@ impl Cluster {
 
     /// The controller's last periodic state report (its "controller state" log line), or Null.
     pub fn controller_status(&self) -> serde_json::Value {
-        let logs = self.controller.as_ref().map(|c| c.logs()).unwrap_or_default();
-        logs.lines()
-            .rev()
-            .filter(|l| l.contains("controller state"))
-            .find_map(|l| {
-                let json = &l[l.find("status=")? + "status=".len()..];
-                serde_json::from_str(json.trim()).ok()
-            })
-            .unwrap_or(serde_json::Value::Null)
+        self.controller
+            .as_ref()
+            .map_or(serde_json::Value::Null, controller_status_of)
     }
 
     /// A VM namespace whose NIC is a tap the switch created and that was moved into it.
@@ -243,6 +260,19 @@ impl Cluster {
     }
 }
 
+/// A controller's last periodic state report (its "controller state" log line), or Null.
+pub fn controller_status_of(p: &Proc) -> serde_json::Value {
+    p.logs()
+        .lines()
+        .rev()
+        .filter(|l| l.contains("controller state"))
+        .find_map(|l| {
+            let json = &l[l.find("status=")? + "status=".len()..];
+            serde_json::from_str(json.trim()).ok()
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// Deterministic test payload: byte i of the stream.
 fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(2_654_435_761) >> 13) as u8
@@ -251,6 +281,20 @@ fn pattern(i: u64) -> u8 {
 /// Send `bytes` over TCP from namespace `src` to `dst_ip:port` where a receiver runs in `dst`;
 /// the receiver checks every byte. Returns the elapsed time. Panics on any mismatch.
 pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes: u64, timeout: Duration) -> Duration {
+    tcp_transfer_paced(src, dst, dst_ip, port, bytes, None, timeout)
+}
+
+/// `tcp_transfer` at no more than `rate` bytes per second (None: as fast as it goes), so a
+/// transfer can span an event such as a controller failover.
+pub fn tcp_transfer_paced(
+    src: &Netns,
+    dst: &Netns,
+    dst_ip: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+    rate: Option<u64>,
+    timeout: Duration,
+) -> Duration {
     let listener = dst.enter(move || TcpListener::bind(SocketAddr::from((dst_ip, port))).expect("bind receiver"));
     let receiver = std::thread::spawn(move || -> Result<u64, String> {
         let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
@@ -279,7 +323,8 @@ pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes
         let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst_ip, port)), Duration::from_secs(10))
             .map_err(|e| format!("connect: {e}"))?;
         s.set_write_timeout(Some(timeout)).ok();
-        let mut buf = vec![0u8; 256 * 1024];
+        let started_send = Instant::now();
+        let mut buf = vec![0u8; if rate.is_some() { 64 * 1024 } else { 256 * 1024 }];
         let mut off = 0u64;
         while off < bytes {
             let n = (bytes - off).min(buf.len() as u64) as usize;
@@ -289,6 +334,12 @@ pub fn tcp_transfer(src: &Netns, dst: &Netns, dst_ip: Ipv4Addr, port: u16, bytes
             s.write_all(&buf[..n])
                 .map_err(|e| format!("send failed after {off} bytes: {e}"))?;
             off += n as u64;
+            if let Some(rate) = rate {
+                let due = Duration::from_secs_f64(off as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started_send.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
         s.shutdown(std::net::Shutdown::Write).ok();
         let mut ack = [0u8; 2];

@@ -27,6 +27,7 @@
 
 mod capture;
 mod cluster;
+mod etcd;
 mod logs;
 mod netns;
 mod ovs;
@@ -38,8 +39,10 @@ mod util;
 
 pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
 pub use cluster::{
-    mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer, Cluster, CONTROLLER_PORT,
+    controller_status_of, mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer,
+    tcp_transfer_paced, Cluster, CONTROLLER_PORT,
 };
+pub use etcd::{EtcdCluster, ETCD_CLIENT_PORT};
 pub use logs::{
     current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file, test_logs_active,
     TempDir, TestLogs, LOG_TAIL_LINES,

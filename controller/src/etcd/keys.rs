@@ -1,0 +1,209 @@
+//! How the registries are laid out in etcd: one key per host, tunnel and MAC location under a
+//! prefix (default `/cloudrack`), JSON values so `etcdctl get --prefix /cloudrack` reads them.
+//!
+//! ```text
+//! {prefix}/hosts/{dpid:016x}                   {"underlay_ip":"198.18.0.1","underlay_mac":"02:..."}
+//! {prefix}/tunnels/{a:016x}-{b:016x}-{key}     {"port_a":16384,"port_b":16385}
+//! {prefix}/locations/{vnet}/{mac}              {"dpid":"0000000000000001","port":3}
+//! {prefix}/election                            etcd's election (one key per candidate)
+//! ```
+//! Locations live under their host's lease, tunnels under their lower host's: when a host
+//! vanishes and nobody keeps its lease alive, its entries expire with it.
+
+use crate::commander::{Location, Mac};
+use crate::store::HostRecord;
+use crate::tccs::TunnelPair;
+use serde::{Deserialize, Serialize};
+
+/// What a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Host(u64),
+    Tunnel { a: u64, b: u64, key: u32 },
+    Location { vnet: u32, mac: Mac },
+}
+
+pub fn host(prefix: &str, dpid: u64) -> String {
+    format!("{prefix}/hosts/{dpid:016x}")
+}
+
+pub fn tunnel(prefix: &str, t: &TunnelPair) -> String {
+    format!("{prefix}/tunnels/{:016x}-{:016x}-{}", t.a, t.b, t.key)
+}
+
+pub fn location(prefix: &str, vnet: u32, mac: &Mac) -> String {
+    format!("{prefix}/locations/{vnet}/{}", fmt_mac(mac))
+}
+
+pub fn election(prefix: &str) -> String {
+    format!("{prefix}/election")
+}
+
+pub fn fmt_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The key's meaning, or None for a key that is not ours (or malformed).
+pub fn parse(prefix: &str, key: &str) -> Option<Key> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (kind, rest) = rest.split_once('/')?;
+    match kind {
+        "hosts" => (rest.len() == 16)
+            .then(|| u64::from_str_radix(rest, 16).ok())
+            .flatten()
+            .map(Key::Host),
+        "tunnels" => {
+            let mut it = rest.splitn(3, '-');
+            let a = u64::from_str_radix(it.next()?, 16).ok()?;
+            let b = u64::from_str_radix(it.next()?, 16).ok()?;
+            let key = it.next()?.parse().ok()?;
+            Some(Key::Tunnel { a, b, key })
+        }
+        "locations" => {
+            let (vnet, mac) = rest.split_once('/')?;
+            Some(Key::Location {
+                vnet: vnet.parse().ok()?,
+                mac: parse_mac(mac)?,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HostValue {
+    underlay_ip: std::net::Ipv4Addr,
+    underlay_mac: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TunnelValue {
+    port_a: u32,
+    port_b: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LocationValue {
+    dpid: String,
+    port: u32,
+}
+
+pub fn host_value(h: &HostRecord) -> String {
+    serde_json::to_string(&HostValue {
+        underlay_ip: h.underlay_ip,
+        underlay_mac: fmt_mac(&h.underlay_mac),
+    })
+    .unwrap_or_default()
+}
+
+pub fn tunnel_value(t: &TunnelPair) -> String {
+    serde_json::to_string(&TunnelValue {
+        port_a: t.port_a,
+        port_b: t.port_b,
+    })
+    .unwrap_or_default()
+}
+
+pub fn location_value(at: &Location) -> String {
+    serde_json::to_string(&LocationValue {
+        dpid: format!("{:016x}", at.dpid),
+        port: at.port,
+    })
+    .unwrap_or_default()
+}
+
+pub fn parse_host(dpid: u64, value: &[u8]) -> Option<HostRecord> {
+    let v: HostValue = serde_json::from_slice(value).ok()?;
+    Some(HostRecord {
+        dpid,
+        underlay_ip: v.underlay_ip,
+        underlay_mac: parse_mac(&v.underlay_mac)?,
+    })
+}
+
+pub fn parse_tunnel(a: u64, b: u64, key: u32, value: &[u8]) -> Option<TunnelPair> {
+    let v: TunnelValue = serde_json::from_slice(value).ok()?;
+    Some(TunnelPair {
+        a,
+        port_a: v.port_a,
+        b,
+        port_b: v.port_b,
+        key,
+    })
+}
+
+pub fn parse_location(value: &[u8]) -> Option<Location> {
+    let v: LocationValue = serde_json::from_slice(value).ok()?;
+    Some(Location {
+        dpid: u64::from_str_radix(&v.dpid, 16).ok()?,
+        port: v.port,
+    })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const P: &str = "/cloudrack";
+
+    #[test]
+    fn keys_round_trip() {
+        let t = TunnelPair {
+            a: 1,
+            port_a: 0x4000,
+            b: 0xab,
+            port_b: 0x4001,
+            key: 7,
+        };
+        let mac = [2, 0, 0, 0, 0xa, 0xff];
+        assert_eq!(host(P, 0x2a), "/cloudrack/hosts/000000000000002a");
+        assert_eq!(parse(P, &host(P, 0x2a)), Some(Key::Host(0x2a)));
+        assert_eq!(parse(P, &tunnel(P, &t)), Some(Key::Tunnel { a: 1, b: 0xab, key: 7 }));
+        assert_eq!(location(P, 5, &mac), "/cloudrack/locations/5/02:00:00:00:0a:ff");
+        assert_eq!(parse(P, &location(P, 5, &mac)), Some(Key::Location { vnet: 5, mac }));
+        assert_eq!(parse(P, "/other/hosts/000000000000002a"), None);
+        assert_eq!(parse(P, "/cloudrack/hosts/2a"), None);
+        assert_eq!(parse(P, "/cloudrack/locations/5/02:00"), None);
+        assert_eq!(parse(P, "/cloudrack/election/694d"), None);
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let h = HostRecord {
+            dpid: 3,
+            underlay_ip: Ipv4Addr::new(198, 18, 0, 3),
+            underlay_mac: [2, 0, 0, 0, 1, 3],
+        };
+        assert_eq!(parse_host(3, host_value(&h).as_bytes()), Some(h));
+        let t = TunnelPair {
+            a: 1,
+            port_a: 0x4000,
+            b: 2,
+            port_b: 0x4003,
+            key: 0,
+        };
+        assert_eq!(parse_tunnel(1, 2, 0, tunnel_value(&t).as_bytes()), Some(t));
+        let at = Location { dpid: 9, port: 4 };
+        assert_eq!(parse_location(location_value(&at).as_bytes()), Some(at));
+        assert_eq!(parse_location(b"{garbage"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:0g"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:01:02"), None);
+    }
+}
