@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod commander;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod members;
 pub mod server;
