@@ -500,11 +500,20 @@ fn one(a: &ScaleArgs, s: &Settings, plan: Plan) -> Value {
         a.backend.name(),
         hosts
     ));
-    let mut ctl = match Controller::start(&s.bin, addr, &s.controller_args, &a.controller_log, log.clone()) {
+    let mut args = s.controller_args.clone();
+    if a.backend == Backend::Etcd {
+        // A prefix of its own per run: nothing left by the previous host count is loaded.
+        args.push(format!("--etcd-prefix=/cloudrack-bench/{}-{hosts}", std::process::id()));
+    }
+    let mut ctl = match Controller::start(&s.bin, addr, &args, &a.controller_log, log.clone()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Err(e) = ctl.wait_listening(port, Duration::from_secs(10)) {
+    let ready = ctl.wait_listening(port, Duration::from_secs(10)).and_then(|()| match a.backend {
+        Backend::Etcd => ctl.wait_log("took over as master", Duration::from_secs(20)),
+        Backend::Memory => Ok(()),
+    });
+    if let Err(e) = ready {
         ctl.stop();
         return fail(e);
     }
@@ -668,6 +677,8 @@ fn record(
             "move_to_repointed": sim.move_ms.summary(),
             "switches_per_move": sim.move_holders.summary_counts(),
             "controller_move_ms": logf.move_ms.summary(),
+            // etcd: record -> committed latency (the move's durability, behind its re-pointing).
+            "store": logf.last_status.as_ref().map(|st| st["store"].clone()),
         },
         "controller": {
             "idle_rss_mib": mib(idle.ctl.rss_kib),

@@ -79,6 +79,24 @@ impl Controller {
         }
     }
 
+    /// Wait until the controller's log contains `needle` (an etcd-backed controller serves
+    /// only once elected).
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.exited() {
+                return Err(e);
+            }
+            if std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("controller never logged {needle:?} within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stop(&mut self) {
         if self.exited().is_some() {
             return;
@@ -259,6 +277,8 @@ pub struct LogFacts {
     pub status_lines: u64,
     pub status_bytes: u64,
     pub first_warnings: Vec<String>,
+    /// The last periodic state report (JSON), e.g. its "store" part: etcd commit latency.
+    pub last_status: Option<serde_json::Value>,
 }
 
 pub fn read_log(path: &Path) -> LogFacts {
@@ -266,6 +286,7 @@ pub fn read_log(path: &Path) -> LogFacts {
     let Ok(file) = File::open(path) else { return f };
     let mut r = BufReader::new(file);
     let mut line = Vec::new();
+    let mut last_status = None;
     loop {
         line.clear();
         match r.read_until(b'\n', &mut line) {
@@ -289,6 +310,9 @@ pub fn read_log(path: &Path) -> LogFacts {
         if l.contains("controller state") {
             f.status_lines += 1;
             f.status_bytes += line.len() as u64;
+            if let Some(i) = l.find("status=") {
+                last_status = Some(l[i + 7..].trim().to_string());
+            }
         }
         let is_warn = l.contains(" WARN ");
         let is_error = l.contains(" ERROR ");
@@ -308,6 +332,7 @@ pub fn read_log(path: &Path) -> LogFacts {
             f.first_warnings.push(l.trim().chars().take(300).collect());
         }
     }
+    f.last_status = last_status.and_then(|s| serde_json::from_str(&s).ok());
     f
 }
 
