@@ -94,8 +94,10 @@ struct Args {
     /// Key prefix in etcd (controllers of one deployment share it).
     #[arg(long, default_value = "/cloudrack", requires = "etcd")]
     etcd_prefix: String,
-    /// Master election lease: a master that died is replaced within about this long.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "etcd")]
+    /// Master election lease: a master that died is replaced about this long after its last
+    /// renewal (plus an etcd leader election if its etcd member died too). etcd raises a lease
+    /// below its minimum (1.5 election timeouts: 1.5 s with etcd's defaults).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "etcd")]
     election_ttl: Duration,
     /// Lease of each host's entries in etcd: a host gone (no controller connected to it) this
     /// long disappears from the registry.

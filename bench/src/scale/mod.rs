@@ -509,10 +509,12 @@ fn one(a: &ScaleArgs, s: &Settings, plan: Plan) -> Value {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let ready = ctl.wait_listening(port, Duration::from_secs(10)).and_then(|()| match a.backend {
-        Backend::Etcd => ctl.wait_log("took over as master", Duration::from_secs(20)),
-        Backend::Memory => Ok(()),
-    });
+    let ready = ctl
+        .wait_listening(port, Duration::from_secs(10))
+        .and_then(|()| match a.backend {
+            Backend::Etcd => ctl.wait_log("took over as master", Duration::from_secs(20)),
+            Backend::Memory => Ok(()),
+        });
     if let Err(e) = ready {
         ctl.stop();
         return fail(e);

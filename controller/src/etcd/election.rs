@@ -3,9 +3,10 @@
 //! revision grows with every new master, so it is the OpenFlow generation id the master sends
 //! in ROLE_REQUEST: a switch refuses a deposed master that comes back late as stale.
 //!
-//! Fail-stop: a controller whose election lease cannot be renewed for a whole TTL (or was
-//! found expired) may no longer be master without knowing it, so it reports the loss and the
-//! binary exits; its successor takes over when the lease expires in etcd.
+//! Fail-stop: a master whose election lease cannot be renewed for a whole TTL (or was found
+//! expired) may no longer be master without knowing it, so it reports the loss and the binary
+//! exits; its successor takes over when the lease expires in etcd. A standby that loses its
+//! lease (etcd changing leaders, a member dying) just campaigns again with a new one.
 
 use super::store::Fencer;
 use super::{keys, Etcd};
@@ -27,51 +28,78 @@ impl Election {
     pub fn start(self, etcd: Arc<Etcd>, fencer: Option<Fencer>, events: Sender<Event>) {
         let rt = etcd.rt.handle().clone();
         rt.spawn(async move {
-            let ttl = self.ttl.as_secs().max(1) as i64;
-            let lease = loop {
-                match etcd.client.lease_client().grant(ttl, None).await {
-                    Ok(r) => break r.id(),
-                    Err(e) => {
-                        warn!(error = %e, "cannot get an election lease from etcd; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            };
-            info!(name = %self.name, lease, ttl_s = ttl, "campaigning for master");
-            tokio::spawn(keep_alive(etcd.clone(), lease, self.ttl, events.clone()));
             tokio::spawn(observe(etcd.clone(), events.clone()));
             let election = keys::election(&etcd.prefix);
             loop {
-                match etcd
-                    .client
-                    .election_client()
-                    .campaign(election.clone(), self.name.clone(), lease)
-                    .await
-                {
-                    Ok(mut resp) => {
-                        let Some(key) = resp.take_leader() else { continue };
-                        info!(name = %self.name, generation = key.rev(), "elected master");
-                        if let Some(f) = &fencer {
-                            f.fence(key.key().to_vec(), key.rev());
-                        }
-                        let _ = events.send(Event::Elected {
-                            generation: key.rev() as u64,
-                        });
-                        return;
+                let (lease, ttl) = grant(&etcd, self.ttl).await;
+                info!(name = %self.name, lease, ttl_s = ttl.as_secs_f64(), "campaigning for master");
+                let (lost_tx, mut lost) = tokio::sync::mpsc::channel::<String>(1);
+                let keeper = tokio::spawn(keep_alive(etcd.clone(), lease, ttl, lost_tx));
+                let won = tokio::select! {
+                    key = campaign(&etcd, &election, &self.name, lease) => Some(key),
+                    reason = lost.recv() => {
+                        // Only a master must stop: a standby just stands again.
+                        warn!(reason = reason.as_deref().unwrap_or("?"), "election lease lost while standing by; campaigning again");
+                        None
                     }
-                    // A member died under the campaign, say: campaign again (same lease, same
-                    // candidacy key).
-                    Err(e) => {
-                        warn!(error = %e, "campaign interrupted; campaigning again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                };
+                let Some(key) = won else {
+                    keeper.abort();
+                    continue;
+                };
+                info!(name = %self.name, generation = key.rev(), "elected master");
+                if let Some(f) = &fencer {
+                    f.fence(key.key().to_vec(), key.rev());
                 }
+                let _ = events.send(Event::Elected {
+                    generation: key.rev() as u64,
+                });
+                let reason = lost.recv().await.unwrap_or_else(|| "the lease keeper stopped".into());
+                let _ = events.send(Event::LeadershipLost { reason });
+                return;
             }
         });
     }
 }
 
-async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, events: Sender<Event>) {
+/// A lease for our candidacy, and its TTL as etcd granted it (etcd raises a TTL below its
+/// minimum, 1.5 election timeouts).
+async fn grant(etcd: &Etcd, ttl: Duration) -> (i64, Duration) {
+    loop {
+        match etcd
+            .client
+            .lease_client()
+            .grant(ttl.as_secs().max(1) as i64, None)
+            .await
+        {
+            Ok(r) => return (r.id(), Duration::from_secs(r.ttl().max(1) as u64)),
+            Err(e) => {
+                warn!(error = %e, "cannot get an election lease from etcd; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+/// Campaign until elected. A member dying under the campaign ends the call with an error: we
+/// campaign again with the same lease (the same candidacy key).
+async fn campaign(etcd: &Etcd, election: &str, name: &str, lease: i64) -> etcd_client::LeaderKey {
+    loop {
+        match etcd.client.election_client().campaign(election, name, lease).await {
+            Ok(mut resp) => {
+                if let Some(key) = resp.take_leader() {
+                    return key;
+                }
+            }
+            Err(e) => warn!(error = %e, "campaign interrupted; campaigning again"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Renew the lease several times per TTL; report once it may have expired (etcd said so, or
+/// no renewal succeeded for a whole TTL).
+async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, lost: tokio::sync::mpsc::Sender<String>) {
     let period = (ttl / 4).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
     loop {
@@ -88,7 +116,7 @@ async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, events: Sender<E
             Err(_) => (last_ok.elapsed() >= ttl).then(|| "etcd did not answer for a whole lease TTL".to_string()),
         };
         if let Some(reason) = reason {
-            let _ = events.send(Event::LeadershipLost { reason });
+            let _ = lost.send(reason).await;
             return;
         }
     }

@@ -18,6 +18,8 @@ use tracing::{debug, error, info, warn};
 
 /// Changes per transaction (etcd's default limit is 128 operations).
 const BATCH: usize = 100;
+/// Reads of the whole registry tried before a new master gives up (about 4.5 s in all).
+const LOAD_ATTEMPTS: u32 = 9;
 /// Commit latencies kept for the status report's percentiles.
 const SAMPLES: usize = 4096;
 
@@ -115,7 +117,20 @@ impl Store for EtcdStore {
 
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let etcd = self.etcd.clone();
-        let kvs = etcd.rt.block_on(etcd.scan())?;
+        // A member that just died may still be picked for the first request: try again
+        // (through the others) for a few seconds before giving up.
+        let mut attempt = 0;
+        let kvs = loop {
+            match etcd.rt.block_on(etcd.scan()) {
+                Ok(kvs) => break kvs,
+                Err(e) if attempt < LOAD_ATTEMPTS => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "reading the registries from etcd failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100 * attempt as u64));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut snap = Snapshot::default();
         let mut adopted = Vec::new();
         let mut skipped = 0usize;
