@@ -352,3 +352,75 @@ fn the_master_dies_mid_transfer_and_a_standby_takes_over() {
     assert!(macs_located(&reg).iter().any(|x| x == "02:00:00:00:02:0d"), "{reg:#}");
     drop(ctls);
 }
+
+/// A host that vanishes (its switch gone, so no controller keeps its lease alive) expires from
+/// etcd with every entry under its lease; a host still connected stays.
+#[test]
+fn a_vanished_host_expires_from_etcd() {
+    let _logs = TestLogs::new("vanished_host_expires");
+    let net = HostNet::new(2);
+    let etcd = EtcdCluster::start(&net, &[0]);
+    let endpoints = etcd.endpoints();
+    let mut c = Cluster::start_on(net, 2, &["--etcd", &endpoints, "--host-ttl", "2s"], &[]);
+    c.controller
+        .as_mut()
+        .unwrap()
+        .expect_log("took over as master", Duration::from_secs(10));
+    let a = c.vm_system(0, "a", "02:00:00:00:03:0a", "10.0.3.10/24", 0);
+    let _b = c.vm_system(1, "b", "02:00:00:00:03:0b", "10.0.3.11/24", 0);
+    assert!(ping(&a.ns, "10.0.3.11", 2, Duration::from_secs(10)), "a -> b");
+    let dpid = |i: usize| format!("{:016x}", Cluster::dpid(i));
+    let hosts = |reg: &serde_json::Value| -> Vec<String> {
+        reg["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["dpid"].as_str().map(String::from))
+            .collect()
+    };
+    let mut reg = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            reg = registry(&c, 0, &endpoints);
+            hosts(&reg).len() == 2 && macs_located(&reg).len() >= 2
+        }),
+        "etcd does not hold both hosts and VMs: {reg:#}"
+    );
+
+    // Host 1's switch goes away for good.
+    let gone_at = Instant::now();
+    if let Some(mut sw) = c.switches[1].take() {
+        sw.signal(libc::SIGKILL);
+        sw.wait_exit(Duration::from_secs(5));
+    }
+    let expired = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        reg = registry(&c, 0, &endpoints);
+        !hosts(&reg).contains(&dpid(1))
+    });
+    assert!(expired, "host 1 did not expire from etcd: {reg:#}");
+    println!(
+        "vanished host expired from etcd after {:.1} s (host TTL 2 s)",
+        gone_at.elapsed().as_secs_f64()
+    );
+    let macs = macs_located(&reg);
+    assert!(
+        !macs.iter().any(|m| m == "02:00:00:00:03:0b"),
+        "its VM's location stayed: {reg:#}"
+    );
+    assert!(
+        hosts(&reg).contains(&dpid(0)),
+        "the connected host expired too: {reg:#}"
+    );
+    assert!(
+        macs.iter().any(|m| m == "02:00:00:00:03:0a"),
+        "the connected host's VM expired: {reg:#}"
+    );
+    // Still alive a few TTLs later: the master keeps renewing the connected host's lease.
+    std::thread::sleep(Duration::from_secs(5));
+    let reg = registry(&c, 0, &endpoints);
+    assert!(
+        hosts(&reg).contains(&dpid(0)),
+        "host 0 expired while connected: {reg:#}"
+    );
+    drop(etcd);
+}
