@@ -53,6 +53,10 @@ struct Args {
     /// register any dpid. For labs only.
     #[arg(long)]
     plain_tcp: bool,
+    /// Threads doing the switches' network I/O (TLS, framing, echo), each an event loop
+    /// serving its share of the connections; the app's state stays on one thread.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    io_threads: u16,
     /// etcd endpoints for shared state (not available in this build; state is in memory).
     #[arg(long, value_name = "URL[,URL...]")]
     etcd: Option<String>,
@@ -123,12 +127,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let (tx, rx) = crossbeam_channel::bounded::<app::Event>(65_536);
     let counters = Arc::new(server::Counters::default());
-    {
-        let c = counters.clone();
-        std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || server::serve(listener, tx, c, tls))?;
-    }
+    server::spawn(listener, tx, counters.clone(), tls, usize::from(args.io_threads))
+        .context("starting the OpenFlow server")?;
     let mut app = app::App::new(app::Config {
         tunnel_idle: args.tunnel_idle,
         flow_idle_s: args.flow_idle,
