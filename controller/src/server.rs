@@ -27,8 +27,12 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 use transport::Transport;
 
-/// Timers (handshake deadlines, liveness probes) are checked this often.
-const TICK: Duration = Duration::from_millis(250);
+/// Timers (handshake deadlines, liveness probes) are checked in slices: every TICK, one of
+/// SLICES parts of the connections, so each is looked at every 250 ms. 10,000 switches that
+/// fell silent together (the end of a burst) are then probed over 250 ms, not in one
+/// 150 ms stall of the thread.
+const TICK: Duration = Duration::from_millis(25);
+const SLICES: usize = 10;
 /// After a failed accept (out of descriptors, say), wait this long instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -101,6 +105,8 @@ struct IoThread {
     /// Sessions that stopped reading at their budget, to continue without a new event.
     again: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    /// The next slot the timer sweep looks at.
+    sweep_at: usize,
     ctx: Ctx,
 }
 
@@ -125,6 +131,7 @@ impl IoThread {
             free: Vec::new(),
             again: Vec::new(),
             accept_paused_until: None,
+            sweep_at: 0,
             ctx: Ctx {
                 events,
                 counters,
@@ -159,14 +166,14 @@ impl IoThread {
                     LISTENER => self.accept(now),
                     WAKER => self.take_ready(&mut ready),
                     Token(t) => {
-                        let read = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        self.service(t - FIRST_SLOT, read, now);
+                        let hup = ev.is_read_closed() || ev.is_error();
+                        self.service(t - FIRST_SLOT, ev.is_readable() || hup, hup, now);
                     }
                 }
             }
             std::mem::swap(&mut again, &mut self.again);
             for slot in again.drain(..) {
-                self.service(slot, true, now);
+                self.service(slot, true, true, now);
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
@@ -248,12 +255,12 @@ impl IoThread {
     }
 
     /// A readiness event (or more to read) on a connection.
-    fn service(&mut self, slot: usize, read: bool, now: Instant) {
+    fn service(&mut self, slot: usize, read: bool, hup: bool, now: Instant) {
         let Some(Some(s)) = self.sessions.get_mut(slot) else {
             return;
         };
         let verdict = if read {
-            s.on_readable(&mut self.ctx, now)
+            s.on_readable(&mut self.ctx, now, hup)
         } else {
             Verdict::Keep
         };
@@ -298,8 +305,15 @@ impl IoThread {
         }
     }
 
+    /// The next slice of the connections' timers.
     fn tick(&mut self, now: Instant) {
-        for slot in 0..self.sessions.len() {
+        let len = self.sessions.len();
+        if self.sweep_at >= len {
+            self.sweep_at = 0;
+        }
+        let end = len.min(self.sweep_at + len.div_ceil(SLICES));
+        let start = std::mem::replace(&mut self.sweep_at, end);
+        for slot in start..end {
             let Some(Some(s)) = self.sessions.get_mut(slot) else {
                 continue;
             };

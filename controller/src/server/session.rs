@@ -124,14 +124,15 @@ impl Session {
     }
 
     /// The socket is readable: take what is there (up to a budget), answer what the I/O
-    /// thread answers itself, pass the rest on.
-    pub(super) fn on_readable(&mut self, ctx: &mut Ctx, now: Instant) -> Verdict {
+    /// thread answers itself, pass the rest on. `hup`: the peer may have closed its side.
+    pub(super) fn on_readable(&mut self, ctx: &mut Ctx, now: Instant, hup: bool) -> Verdict {
         for _ in 0..READ_BUDGET {
             if matches!(self.phase, Phase::Closing { .. }) {
                 return Verdict::Keep;
             }
             let mut scratch = std::mem::take(&mut ctx.scratch);
             let read = self.transport.read(&mut scratch);
+            let got = read.as_ref().ok().copied();
             let verdict = match read {
                 Ok(0) => {
                     debug!(conn = self.id, "connection closed by the switch");
@@ -162,9 +163,12 @@ impl Session {
                     Verdict::Close
                 }
             };
+            // A short read on plain TCP emptied the socket; more data (or the end) will be a
+            // new edge, unless the end already came with this one. Saves a read per message.
+            let drained = got.is_some_and(|n| n < scratch.len()) && !self.transport.is_tls() && !hup;
             ctx.scratch = scratch;
-            if verdict == Verdict::Close {
-                return Verdict::Close;
+            if verdict == Verdict::Close || (verdict == Verdict::Keep && drained) {
+                return verdict;
             }
         }
         Verdict::ReadAgain
