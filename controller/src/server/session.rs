@@ -365,8 +365,9 @@ impl Session {
     }
 
     /// Timers: the handshake's deadline, a closing session's linger, liveness probes (queued;
-    /// the caller flushes).
-    pub(super) fn on_tick(&mut self, ctx: &Ctx, now: Instant) -> Verdict {
+    /// the caller flushes). A probe takes one of `probes`; with none left it waits for the
+    /// next visit.
+    pub(super) fn on_tick(&mut self, ctx: &Ctx, now: Instant, probes: &mut usize) -> Verdict {
         match self.phase {
             Phase::Handshake { deadline } if now >= deadline => {
                 self.fail_handshake(&ctx.counters, "TLS handshake timed out");
@@ -374,11 +375,15 @@ impl Session {
             }
             Phase::Closing { deadline } if now >= deadline => Verdict::Close,
             Phase::Open if now >= self.last_rx + ECHO_INTERVAL * (self.missed + 1) => {
-                self.missed += 1;
-                if self.missed > MAX_MISSED_ECHOES {
+                if self.missed == MAX_MISSED_ECHOES {
                     warn!(conn = self.id, "switch stopped answering echo requests; closing");
                     return Verdict::Close;
                 }
+                if *probes == 0 {
+                    return Verdict::Keep;
+                }
+                *probes -= 1;
+                self.missed += 1;
                 self.queue(&Message::new(0, Body::EchoRequest(Vec::new())));
                 Verdict::Keep
             }
