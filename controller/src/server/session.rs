@@ -21,6 +21,10 @@ pub(super) const ECHO_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_MISSED_ECHOES: u32 = 3;
 /// How long a switch whose connection we are closing gets to read our last words (an error).
 const LINGER: Duration = Duration::from_secs(1);
+/// A switch that takes none of our bytes for this long is closed (as a blocked writer's
+/// timeout did); meanwhile what the app sends it is bounded by `conn_tx::MAX_QUEUED_BYTES`.
+/// (Short in unit tests, which wait for it.)
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(if cfg!(test) { 3 } else { 30 });
 /// Reads per readiness event before other connections get their turn.
 const READ_BUDGET: usize = 16;
 /// Idle buffers larger than this are freed, so 10,000 quiet switches cost little memory.
@@ -70,6 +74,8 @@ pub(super) struct Session {
     /// Over TLS nothing reaches the app before the switch's certificate proves its dpid.
     authenticated: bool,
     last_rx: Instant,
+    /// When the socket last took bytes, or had none waiting.
+    last_tx: Instant,
     missed: u32,
     /// The app has been told of this connection (and must be told when it ends).
     announced: bool,
@@ -97,6 +103,7 @@ impl Session {
             wbuf: Vec::new(),
             wpos: 0,
             last_rx: now,
+            last_tx: now,
             missed: 0,
             announced: false,
             writable_interest: false,
@@ -346,6 +353,9 @@ impl Session {
             }
         };
         self.wpos += sent;
+        if sent > 0 {
+            self.last_tx = Instant::now();
+        }
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
@@ -374,6 +384,25 @@ impl Session {
                 Verdict::Close
             }
             Phase::Closing { deadline } if now >= deadline => Verdict::Close,
+            _ if !self.wants_write() => {
+                self.last_tx = now;
+                self.on_liveness(now, probes)
+            }
+            _ if now >= self.last_tx + WRITE_STALL => {
+                warn!(
+                    conn = self.id,
+                    secs = WRITE_STALL.as_secs(),
+                    "switch has read nothing for too long; closing"
+                );
+                Verdict::Close
+            }
+            _ => self.on_liveness(now, probes),
+        }
+    }
+
+    /// Probe a silent switch; close one that missed too many probes.
+    fn on_liveness(&mut self, now: Instant, probes: &mut usize) -> Verdict {
+        match self.phase {
             Phase::Open if now >= self.last_rx + ECHO_INTERVAL * (self.missed + 1) => {
                 if self.missed == MAX_MISSED_ECHOES {
                     warn!(conn = self.id, "switch stopped answering echo requests; closing");

@@ -1,7 +1,7 @@
 //! The server on real sockets on 127.0.0.1: plain and TLS switches (certificates from
 //! scripts/pki.sh), the app's side played by the test through the events and `ConnTx`.
 
-use super::session::ECHO_INTERVAL;
+use super::session::{ECHO_INTERVAL, WRITE_STALL};
 use super::*;
 use crate::conn_tx::{ConnTx, SendError};
 use cloudrack_channel::{client_config, server_config, Channel, TlsFiles, CONTROLLER_NAME};
@@ -301,6 +301,12 @@ fn a_switch_that_does_not_read_is_cut_off() {
     // The bound, plus what the sockets' buffers took.
     assert!(sent * 60_008 >= crate::conn_tx::MAX_QUEUED_BYTES, "{sent}");
     assert!(srv.count("send_dropped") >= 1);
+    // Taking nothing for WRITE_STALL closes the connection (its probes go unanswered too, but
+    // that takes 8 s).
+    match srv.events.recv_timeout(WRITE_STALL + Duration::from_secs(1)) {
+        Ok(Event::Disconnected { .. }) => {}
+        other => panic!("expected the connection to close, got {other:?}"),
+    }
     drop(sw);
 }
 
