@@ -35,6 +35,14 @@ pub fn dpid_name(dpid: u64) -> String {
     format!("{dpid:016x}.dpid.cloudrack")
 }
 
+/// Whether a TLS peer's verified chain (rustls's `peer_certificates()`: end-entity first)
+/// names datapath `dpid`. False without certificates.
+pub fn certificates_name_dpid(chain: Option<&[CertificateDer<'_>]>, dpid: u64) -> bool {
+    chain
+        .and_then(|c| c.first())
+        .is_some_and(|c| tls::cert_names(c, &dpid_name(dpid)))
+}
+
 /// One end of an OpenFlow connection. Clones share the connection (one reader, one writer).
 #[derive(Clone)]
 pub struct Channel {
@@ -146,10 +154,7 @@ impl Channel {
     pub fn peer_names_dpid(&self, dpid: u64) -> bool {
         match &*self.inner {
             Inner::Plain(_) => false,
-            Inner::Tls(t) => t
-                .peer_cert
-                .as_ref()
-                .is_some_and(|c| tls::cert_names(c, &dpid_name(dpid))),
+            Inner::Tls(t) => certificates_name_dpid(t.peer_cert.as_ref().map(std::slice::from_ref), dpid),
         }
     }
 

@@ -229,6 +229,18 @@ mod test {
     }
 
     #[test]
+    fn a_switch_certificate_names_its_dpid_only() {
+        let dir = pki("names", &["a1"]);
+        let chain = certs(&dir.join("switch-00000000000000a1.pem")).unwrap();
+        assert!(crate::certificates_name_dpid(Some(&chain), 0xa1));
+        assert!(!crate::certificates_name_dpid(Some(&chain), 0xa2));
+        assert!(!crate::certificates_name_dpid(None, 0xa1));
+        assert!(!crate::certificates_name_dpid(Some(&[]), 0xa1));
+        let controller = certs(&dir.join("controller.pem")).unwrap();
+        assert!(!crate::certificates_name_dpid(Some(&controller), 0xa1));
+    }
+
+    #[test]
     fn missing_files_say_which() {
         let e = client_config(&TlsFiles {
             cert: "/nonexistent/cert.pem".into(),

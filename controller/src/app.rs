@@ -3,6 +3,7 @@
 //! between a learning and a move. Sessions only frame bytes and forward messages here.
 
 use crate::commander::{Commander, Learned, Limits, Location, Mac, Refusal};
+use crate::conn_tx::{ConnTx, SendError};
 use crate::members::Members;
 use crate::store::{Change, MemoryStore, Snapshot, Store};
 use crate::tccs::{Ensure, Tccs, TunnelPair};
@@ -10,7 +11,6 @@ use cloudrack_wire::ofp::{
     self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm,
 };
 use cloudrack_wire::tccs::TccsMsg;
-use crossbeam_channel::Sender;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
@@ -21,7 +21,7 @@ pub type ConnId = u64;
 pub enum Event {
     Connected {
         conn: ConnId,
-        tx: Sender<Message>,
+        tx: ConnTx,
         peer: std::net::SocketAddr,
     },
     Message {
@@ -88,7 +88,7 @@ pub struct AppCounters {
 }
 
 struct Conn {
-    tx: Sender<Message>,
+    tx: ConnTx,
     dpid: Option<u64>,
     peer: std::net::SocketAddr,
 }
@@ -127,9 +127,6 @@ pub struct App {
     /// Set when this controller must stop (see `Event::LeadershipLost`).
     stop: Option<String>,
 }
-
-/// Messages queued towards one switch before further ones are dropped (a switch not reading).
-const MAX_QUEUED: usize = 16_384;
 
 /// Up to this many hosts the periodic state report lists each one.
 const STATUS_HOST_LIST: usize = 32;
@@ -324,29 +321,28 @@ impl App {
         let Some(conn) = self.by_dpid.get(&dpid).and_then(|c| self.conns.get(c)) else {
             return false;
         };
-        let msg = Message::new(xid, body);
-        // A PACKET_OUT carries the frame of a PACKET_IN plus actions: from a switch that sent a
-        // frame near 64 KB it would not fit OpenFlow's length field (found by fuzzing).
-        if matches!(msg.body, Body::PacketOut(_)) && msg.try_encode().is_err() {
-            debug!(
-                dpid = format!("{dpid:016x}"),
-                "frame too large for a PACKET_OUT; dropped"
-            );
-            return false;
+        match conn.tx.send(&Message::new(xid, body)) {
+            Ok(()) => true,
+            // A PACKET_OUT carries the frame of a PACKET_IN plus actions: from a switch that sent
+            // a frame near 64 KB it would not fit OpenFlow's length field (found by fuzzing).
+            Err(SendError::Encode(e)) => {
+                debug!(dpid = format!("{dpid:016x}"), error = %e, "message too large to send; dropped");
+                false
+            }
+            Err(SendError::Full(_)) => {
+                warn!(dpid = format!("{dpid:016x}"), "switch is not reading; message dropped");
+                false
+            }
+            Err(SendError::Closed) => false,
         }
-        if conn.tx.len() >= MAX_QUEUED || conn.tx.try_send(msg).is_err() {
-            warn!(dpid = format!("{dpid:016x}"), "switch is not reading; message dropped");
-            return false;
-        }
-        true
     }
 
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Connected { conn, tx, peer } => {
                 debug!(conn, %peer, "switch connected");
-                let _ = tx.try_send(Message::new(0, Body::hello(&[ofp::OFP_VERSION])));
-                let _ = tx.try_send(Message::new(1, Body::FeaturesRequest));
+                let _ = tx.send(&Message::new(0, Body::hello(&[ofp::OFP_VERSION])));
+                let _ = tx.send(&Message::new(1, Body::FeaturesRequest));
                 self.conns.insert(conn, Conn { tx, dpid: None, peer });
             }
             Event::Disconnected { conn } => {
@@ -553,7 +549,7 @@ impl App {
                 if bound {
                     if self.commander.bind(vnet, mac, at) {
                         self.counters.bindings_declared += 1;
-                        info!(
+                        debug!(
                             dpid = format!("{dpid:016x}"),
                             port = port_no,
                             vnet,
@@ -1016,7 +1012,6 @@ impl App {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crossbeam_channel::{unbounded, Receiver};
     use std::net::Ipv4Addr;
 
     const VM_A: Mac = [2, 0, 0, 0, 0, 0xa];
@@ -1024,7 +1019,7 @@ mod test {
 
     struct Rig {
         app: App,
-        rx: Vec<Receiver<Message>>,
+        rx: Vec<ConnTx>,
     }
 
     /// An app with `n` registered switches, dpids 1..=n on connections 1..=n.
@@ -1036,7 +1031,8 @@ mod test {
         });
         let mut rx = Vec::new();
         for d in 1..=n {
-            let (tx, r) = unbounded();
+            let tx = ConnTx::capture(d);
+            let r = tx.clone();
             let peer = std::net::SocketAddr::from(([198, 18, 0, d as u8], 1000));
             app.handle(Event::Connected { conn: d, tx, peer });
             let features = Body::FeaturesReply {
@@ -1081,7 +1077,11 @@ mod test {
             });
         }
         fn drain(&self, dpid: u64) -> Vec<Body> {
-            self.rx[dpid as usize - 1].try_iter().map(|m| m.body).collect()
+            self.rx[dpid as usize - 1]
+                .take_messages()
+                .into_iter()
+                .map(|m| m.body)
+                .collect()
         }
         fn drain_all(&mut self) {
             for d in 1..=self.rx.len() as u64 {

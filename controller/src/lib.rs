@@ -1,9 +1,11 @@
-//! Cloud Rack controller library: the OpenFlow server (`server`), the single-threaded app that
-//! owns all state (`app`), and its two halves, the Commander (`commander`: MAC locations,
+//! Cloud Rack controller library: the OpenFlow server (`server`: I/O threads), the
+//! single-threaded app that owns all state (`app`) and sends through a handle per switch
+//! (`conn_tx`), and the app's two halves, the Commander (`commander`: MAC locations,
 //! forwarding) and TCCS (`tccs`: host registry, tunnels). The binary in main.rs wires them up.
 
 pub mod app;
 pub mod commander;
+pub mod conn_tx;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod members;

@@ -87,6 +87,10 @@ struct Args {
     /// register any dpid. For labs only.
     #[arg(long)]
     plain_tcp: bool,
+    /// Threads doing the switches' network I/O (TLS, framing, echo), each an event loop
+    /// serving its share of the connections; the app's state stays on one thread.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    io_threads: u16,
     /// Keep the registries in etcd and elect a master among the controllers sharing it
     /// (e.g. http://198.18.0.1:2379,http://198.18.0.2:2379). Without it state is in memory.
     #[arg(long, value_name = "URL[,URL...]")]
@@ -192,12 +196,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (tx, rx) = crossbeam_channel::bounded::<app::Event>(65_536);
     let tx_app = tx.clone();
     let counters = Arc::new(server::Counters::default());
-    {
-        let c = counters.clone();
-        std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || server::serve(listener, tx, c, tls))?;
-    }
+    server::spawn(listener, tx, counters.clone(), tls, usize::from(args.io_threads))
+        .context("starting the OpenFlow server")?;
     let cfg = app::Config {
         tunnel_idle: args.tunnel_idle,
         flow_idle_s: args.flow_idle,

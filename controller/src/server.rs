@@ -1,23 +1,47 @@
-//! The OpenFlow server: accepts switch connections; per connection a reader thread (TLS
-//! handshake, framing, echo replies, liveness, the switch's identity) and a writer thread.
-//! Every decoded message of an authenticated switch goes to the app thread.
+//! The OpenFlow server: a fixed number of I/O threads (`--io-threads`), each a mio event loop
+//! owning the switch connections it accepted, with per-connection byte buffers and rustls
+//! driven by readiness. A thread per connection ran the process into `vm.max_map_count` at
+//! about 7,200 switches; this holds 10,000 with one or two threads.
+//!
+//! Every decoded message of an authenticated switch goes to the app thread as an [`Event`];
+//! the app answers through the connection's [`crate::conn_tx::ConnTx`], which wakes the
+//! owning thread. Per connection, [`session`] does the protocol and [`transport`] the bytes.
+
+mod session;
+#[cfg(test)]
+mod tests;
+mod transport;
 
 use crate::app::{ConnId, Event};
-use cloudrack_channel::rustls::ServerConfig;
-use cloudrack_channel::Channel;
-use cloudrack_wire::ofp::{self, Body, Message};
-use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
-use crossbeam_channel::{unbounded, Receiver, Sender};
-use std::io::{ErrorKind, Write};
+use crate::conn_tx::{self, Mailbox, Outbox};
+use cloudrack_channel::rustls::{ServerConfig, ServerConnection};
+use crossbeam_channel::Sender;
+use mio::{Events, Interest, Poll, Token, Waker};
+use session::{Ctx, Session, Verdict};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
-use tracing::{debug, info, warn};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, warn};
+use transport::Transport;
 
-/// Silence after which we probe a switch, and how many probes may go unanswered.
-const ECHO_INTERVAL: Duration = Duration::from_secs(2);
-const MAX_MISSED_ECHOES: u32 = 3;
+/// Timers (handshake deadlines, liveness probes) are checked in slices: every TICK, one of
+/// SLICES parts of the connections, so each is looked at every 250 ms.
+const TICK: Duration = Duration::from_millis(25);
+const SLICES: usize = 10;
+/// Liveness probes per tick (8,000/s). 10,000 switches that fell silent at the same moment
+/// (the end of a burst) were all probed in one sweep, a 150 ms stall of the thread; now over
+/// about a second, and their answers come back as spread out.
+const PROBES_PER_TICK: usize = 200;
+/// After a failed accept (out of descriptors, say), wait this long instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection slot `n` is token `n + FIRST_SLOT`.
+const FIRST_SLOT: usize = 2;
 
 #[derive(Default)]
 pub struct Counters {
@@ -29,6 +53,8 @@ pub struct Counters {
     pub identity_refused: AtomicU64,
     /// Messages dropped because they came before the switch proved its dpid.
     pub unauthenticated: AtomicU64,
+    /// Messages the app could not queue because their switch is not reading.
+    pub send_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -39,190 +65,266 @@ impl Counters {
             "tls_refused": self.tls_refused.load(Relaxed),
             "identity_refused": self.identity_refused.load(Relaxed),
             "unauthenticated": self.unauthenticated.load(Relaxed),
+            "send_dropped": self.send_dropped.load(Relaxed),
         })
     }
 }
 
-/// Accept switches, over mutual TLS when `tls` is set (else plain TCP).
-pub fn serve(listener: TcpListener, events: Sender<Event>, counters: Arc<Counters>, tls: Option<Arc<ServerConfig>>) {
-    let next = AtomicU64::new(1);
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let id = next.fetch_add(1, Relaxed);
-                counters.connections.fetch_add(1, Relaxed);
-                let (ev, c, tls) = (events.clone(), counters.clone(), tls.clone());
-                let _ = std::thread::Builder::new().name(format!("conn-{id}")).spawn(move || {
-                    let peer = stream.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                    let channel = match tls {
-                        Some(cfg) => match Channel::tls_server(stream, cfg) {
-                            Ok(ch) => ch,
-                            Err(e) => {
-                                c.tls_refused.fetch_add(1, Relaxed);
-                                warn!(conn = id, %peer, error = %e, "switch refused: no valid certificate");
-                                return;
-                            }
-                        },
-                        None => Channel::plain(stream),
-                    };
-                    if let Err(e) = connection(id, channel, peer, ev, c) {
-                        debug!(conn = id, error = %e, "connection ended");
-                    }
-                });
-            }
-            Err(e) => {
-                // Out of descriptors, say: back off instead of spinning on the error.
-                warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-fn connection(
-    id: ConnId,
-    stream: Channel,
-    peer: SocketAddr,
+/// Start `io_threads` I/O threads (at least one) accepting switches on `listener`, over
+/// mutual TLS when `tls` is set (else plain TCP). They run for the life of the process.
+pub fn spawn(
+    listener: TcpListener,
     events: Sender<Event>,
     counters: Arc<Counters>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(ECHO_INTERVAL))?;
-    // Unbounded (a bounded crossbeam channel allocates every slot up front: 1.7 MB per switch,
-    // 17 GB at 10,000); the app caps each queue at MAX_QUEUED instead.
-    let (tx, rx) = unbounded::<Message>();
-    let writer = stream.clone();
-    let wt = std::thread::Builder::new()
-        .name(format!("conn-{id}-tx"))
-        .spawn(move || write_loop(writer, rx))?;
-    info!(conn = id, %peer, tls = stream.is_tls(), "switch connection");
-    let _ = events.send(Event::Connected {
-        conn: id,
-        tx: tx.clone(),
-        peer,
-    });
-    let result = read_loop(id, stream, &tx, &events, &counters);
-    let _ = events.send(Event::Disconnected { conn: id });
-    drop(tx);
-    let _ = wt.join();
-    result
+    tls: Option<Arc<ServerConfig>>,
+    io_threads: usize,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    listener.set_nonblocking(true)?;
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut handles = Vec::new();
+    for i in 0..io_threads.max(1) {
+        // Every thread polls its own descriptor of the one listening socket; whichever wakes
+        // first accepts, which spreads the connections.
+        let listener = mio::net::TcpListener::from_std(listener.try_clone()?);
+        let mut io = IoThread::new(listener, events.clone(), counters.clone(), tls.clone(), next_id.clone())?;
+        let h = std::thread::Builder::new()
+            .name(format!("ofp-io-{i}"))
+            .spawn(move || io.run())?;
+        handles.push(h);
+    }
+    Ok(handles)
 }
 
-fn read_loop(
-    id: ConnId,
-    stream: Channel,
-    tx: &Sender<Message>,
-    events: &Sender<Event>,
-    counters: &Counters,
-) -> std::io::Result<()> {
-    let tls = stream.is_tls();
-    let identity = stream.clone();
-    let mut reader = MsgReader::new(stream);
-    let mut missed = 0;
-    // Over TLS nothing reaches the app before the switch's certificate proves its dpid.
-    let mut authenticated = !tls;
-    loop {
-        match reader.next_message() {
-            Ok(Incoming::Message(msg)) => {
-                missed = 0;
-                match msg.body {
-                    // Answered here so a busy app never makes a switch think we died.
-                    Body::EchoRequest(data) => {
-                        let _ = tx.try_send(Message::new(msg.xid, Body::EchoReply(data)));
-                    }
-                    Body::EchoReply(_) => {}
-                    Body::Hello { version, ref elements } => {
-                        if ofp::negotiate_version(version, elements, &[ofp::OFP_VERSION]).is_none() {
-                            warn!(conn = id, version, "switch does not speak OpenFlow 1.3; closing");
-                            let _ = tx.try_send(Message::new(
-                                msg.xid,
-                                Body::error_reply(ofp::OFPET_HELLO_FAILED, ofp::OFPHFC_INCOMPATIBLE, &msg.encode()),
-                            ));
-                            return Ok(());
-                        }
-                    }
-                    Body::FeaturesReply { datapath_id, .. } if tls => {
-                        if !identity.peer_names_dpid(datapath_id) {
-                            counters.identity_refused.fetch_add(1, Relaxed);
-                            warn!(
-                                conn = id,
-                                dpid = format!("{datapath_id:016x}"),
-                                expected = cloudrack_channel::dpid_name(datapath_id),
-                                "switch refused: its certificate does not name the dpid it claims; closing"
-                            );
-                            return Ok(());
-                        }
-                        authenticated = true;
-                        if events.send(Event::Message { conn: id, msg }).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Body::Error { .. } | Body::FeaturesReply { .. } => {
-                        if events.send(Event::Message { conn: id, msg }).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    _ if !authenticated => {
-                        counters.unauthenticated.fetch_add(1, Relaxed);
-                        debug!(conn = id, "message before the switch proved its dpid; dropped");
-                    }
-                    _ => {
-                        if events.send(Event::Message { conn: id, msg }).is_err() {
-                            return Ok(());
-                        }
+struct IoThread {
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    mailbox: Arc<Mailbox>,
+    tls: Option<Arc<ServerConfig>>,
+    next_id: Arc<AtomicU64>,
+    /// Connections by slot; freed slots are reused.
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+    /// Sessions that stopped reading at their budget, to continue without a new event.
+    again: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    /// The next slot the timer sweep looks at.
+    sweep_at: usize,
+    ctx: Ctx,
+}
+
+impl IoThread {
+    fn new(
+        mut listener: mio::net::TcpListener,
+        events: Sender<Event>,
+        counters: Arc<Counters>,
+        tls: Option<Arc<ServerConfig>>,
+        next_id: Arc<AtomicU64>,
+    ) -> io::Result<IoThread> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(IoThread {
+            mailbox: Arc::new(Mailbox::new(waker, counters.clone())),
+            poll,
+            listener,
+            tls,
+            next_id,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            again: Vec::new(),
+            accept_paused_until: None,
+            sweep_at: 0,
+            ctx: Ctx {
+                events,
+                counters,
+                scratch: vec![0; 64 * 1024],
+            },
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut ready = Vec::new();
+        let mut again = Vec::new();
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            let mut timeout = next_tick.saturating_duration_since(now);
+            if let Some(t) = self.accept_paused_until {
+                timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            if !self.again.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    error!(error = %e, "I/O thread cannot poll; it stops");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.take_ready(&mut ready),
+                    Token(t) => {
+                        let hup = ev.is_read_closed() || ev.is_error();
+                        self.service(t - FIRST_SLOT, ev.is_readable() || hup, hup, now);
                     }
                 }
             }
-            Ok(Incoming::Malformed { raw, error }) => {
-                counters.malformed.fetch_add(1, Relaxed);
-                warn!(conn = id, %error, "malformed OpenFlow message from switch");
-                let xid = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-                let _ = tx.try_send(Message::new(
-                    xid,
-                    Body::error_reply(ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN, &raw),
-                ));
+            std::mem::swap(&mut again, &mut self.again);
+            for slot in again.drain(..) {
+                self.service(slot, true, true, now);
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                missed += 1;
-                if missed > MAX_MISSED_ECHOES {
-                    warn!(conn = id, "switch stopped answering echo requests; closing");
-                    return Err(e);
-                }
-                let _ = tx.try_send(Message::new(0, Body::EchoRequest(Vec::new())));
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept(now);
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                if e.kind() == ErrorKind::InvalidData {
-                    counters.malformed.fetch_add(1, Relaxed);
-                    warn!(conn = id, error = %e, "garbage on an OpenFlow connection; closing it");
-                }
-                return Err(e);
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
             }
         }
     }
-}
 
-fn write_loop(mut stream: Channel, rx: Receiver<Message>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Ok(m) = rx.recv() {
-        buf.clear();
-        encode_or_skip(&m, &mut buf);
-        while let Ok(m) = rx.try_recv() {
-            encode_or_skip(&m, &mut buf);
-            if buf.len() > 256 * 1024 {
-                break;
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((sock, peer)) => self.add(sock, peer, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    warn!(error = %e, "accept failed; retrying shortly");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
             }
         }
-        if stream.write_all(&buf).is_err() {
-            break;
+    }
+
+    fn add(&mut self, sock: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        let id: ConnId = self.next_id.fetch_add(1, Relaxed);
+        self.ctx.counters.connections.fetch_add(1, Relaxed);
+        let _ = sock.set_nodelay(true);
+        let tls = match &self.tls {
+            Some(cfg) => match ServerConnection::new(cfg.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.ctx.counters.tls_refused.fetch_add(1, Relaxed);
+                    warn!(conn = id, %peer, error = %e, "switch refused: no valid certificate");
+                    return;
+                }
+            },
+            None => None,
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        let out = Outbox::new(id, slot, self.mailbox.clone());
+        let mut s = Session::new(id, peer, Transport::new(sock, tls), out, now);
+        let token = Token(slot + FIRST_SLOT);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut s.transport.sock, token, Interest::READABLE)
+        {
+            warn!(conn = id, error = %e, "cannot watch a new connection; closing it");
+            self.free.push(slot);
+            return;
+        }
+        let verdict = s.start(&self.ctx, now);
+        self.sessions[slot] = Some(s);
+        self.settle(slot, verdict);
+    }
+
+    /// The app queued bytes for these connections.
+    fn take_ready(&mut self, ready: &mut Vec<(usize, ConnId)>) {
+        std::mem::swap(&mut *conn_tx::lock(&self.mailbox.ready), ready);
+        for (slot, id) in ready.drain(..) {
+            // The connection may have closed, and its slot gone to another, since.
+            if let Some(Some(s)) = self.sessions.get_mut(slot) {
+                if s.id == id {
+                    s.take_outbox();
+                    self.settle(slot, Verdict::Keep);
+                }
+            }
         }
     }
-    stream.shutdown();
-}
 
-/// Append `m`'s encoding, or log and skip a message too large for OpenFlow's length field (a
-/// writer must never die of one bad message).
-fn encode_or_skip(m: &Message, buf: &mut Vec<u8>) {
-    if let Err(e) = m.try_encode_into(buf) {
-        warn!(msg_type = m.msg_type(), xid = m.xid, error = %e, "message cannot be encoded; not sent");
+    /// A readiness event (or more to read) on a connection.
+    fn service(&mut self, slot: usize, read: bool, hup: bool, now: Instant) {
+        let Some(Some(s)) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let verdict = if read {
+            s.on_readable(&mut self.ctx, now, hup)
+        } else {
+            Verdict::Keep
+        };
+        self.settle(slot, verdict);
+    }
+
+    /// After any event: write what the socket takes, watch for writability only while bytes
+    /// wait, close if it is over.
+    fn settle(&mut self, slot: usize, verdict: Verdict) {
+        let Some(Some(s)) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        if verdict == Verdict::Close || s.flush() == Verdict::Close {
+            self.close(slot);
+            return;
+        }
+        if verdict == Verdict::ReadAgain {
+            self.again.push(slot);
+        }
+        let want = s.wants_write();
+        if want != s.writable_interest {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(slot + FIRST_SLOT);
+            if let Err(e) = self.poll.registry().reregister(&mut s.transport.sock, token, interest) {
+                debug!(conn = s.id, error = %e, "cannot change what we watch; closing");
+                self.close(slot);
+                return;
+            }
+            s.writable_interest = want;
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut s) = self.sessions.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut s.transport.sock);
+            s.close(&self.ctx);
+            self.free.push(slot);
+        }
+    }
+
+    /// The next slice of the connections' timers.
+    fn tick(&mut self, now: Instant) {
+        let len = self.sessions.len();
+        if self.sweep_at >= len {
+            self.sweep_at = 0;
+        }
+        let end = len.min(self.sweep_at + len.div_ceil(SLICES));
+        let start = std::mem::replace(&mut self.sweep_at, end);
+        let mut probes = PROBES_PER_TICK;
+        for slot in start..end {
+            let Some(Some(s)) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            match s.on_tick(&self.ctx, now, &mut probes) {
+                Verdict::Close => self.close(slot),
+                v if s.wants_write() => self.settle(slot, v),
+                _ => {}
+            }
+        }
     }
 }

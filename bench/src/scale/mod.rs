@@ -349,16 +349,15 @@ impl Monitor {
 pub fn run(a: ScaleArgs) -> Result<i32, String> {
     let s = settings(&a)?;
     let max_hosts = s.hosts.iter().copied().max().unwrap_or(0);
-    // One socket per switch here; the controller (which inherits the limit) holds two per
-    // switch (its writer thread has a clone of the socket).
-    let want = 2 * u64::from(max_hosts) + 1024;
+    // One socket per switch here, and one in the controller (which inherits the limit).
+    let want = u64::from(max_hosts) + 1024;
     let (soft, hard) = match procmon::raise_nofile(want) {
         Ok(l) => l,
         Err(e) => {
             let l = procmon::raise_nofile(u64::from(max_hosts) + 256)?;
             eprintln!(
-                "warning: {e}; the controller (two descriptors per switch) can hold at most about {} switches",
-                l.0.saturating_sub(64) / 2
+                "warning: {e}; the controller (one descriptor per switch) can hold at most about {} switches",
+                l.0.saturating_sub(64)
             );
             procmon::raise_nofile(l.1).unwrap_or(l)
         }

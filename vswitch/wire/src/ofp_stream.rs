@@ -1,6 +1,7 @@
 //! Framing OpenFlow messages on a byte stream: collect bytes until a whole message (by the
-//! header's length) is there. Generic over `Read`, so it owns no socket; both the switch and
-//! the controller read their TCP connections through it.
+//! header's length) is there. [`MsgReader`] is generic over `Read`, so it owns no socket (the
+//! switch reads its connection through it); [`decode_next`] frames a byte buffer, for an event
+//! loop that reads whatever the socket has (the controller).
 
 use crate::ofp::{frame_len, Message, OfpError};
 use std::io::{self, Read};
@@ -17,6 +18,25 @@ pub enum Incoming {
         raw: Vec<u8>,
         error: OfpError,
     },
+}
+
+/// The first whole message in `buf` and its length, or `Ok(None)` while it is incomplete. A
+/// length field below 8 is an error after which the stream cannot be re-synchronised.
+pub fn decode_next(buf: &[u8]) -> Result<Option<(Incoming, usize)>, OfpError> {
+    let Some(len) = frame_len(buf)? else {
+        return Ok(None);
+    };
+    let Some(raw) = buf.get(..len) else {
+        return Ok(None);
+    };
+    let incoming = match Message::decode(raw) {
+        Ok(m) => Incoming::Message(m),
+        Err(error) => Incoming::Malformed {
+            raw: raw.to_vec(),
+            error,
+        },
+    };
+    Ok(Some((incoming, len)))
 }
 
 pub struct MsgReader<R: Read> {
@@ -43,22 +63,14 @@ impl<R: Read> MsgReader<R> {
     /// field is below 8, after which the stream cannot be re-synchronised.
     pub fn next_message(&mut self) -> io::Result<Incoming> {
         loop {
-            match frame_len(&self.buf[..self.filled]) {
+            match decode_next(&self.buf[..self.filled]) {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-                Ok(Some(len)) if len <= self.filled => {
-                    let raw = &self.buf[..len];
-                    let out = match Message::decode(raw) {
-                        Ok(m) => Incoming::Message(m),
-                        Err(error) => Incoming::Malformed {
-                            raw: raw.to_vec(),
-                            error,
-                        },
-                    };
+                Ok(Some((out, len))) => {
                     self.buf.copy_within(len..self.filled, 0);
                     self.filled -= len;
                     return Ok(out);
                 }
-                _ => {}
+                Ok(None) => {}
             }
             let n = self.inner.read(&mut self.buf[self.filled..])?;
             if n == 0 {
@@ -91,6 +103,34 @@ mod test {
         }
         assert!(matches!(r.next_message().unwrap(), Incoming::Malformed { .. }));
         assert_eq!(r.next_message().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn decodes_from_a_buffer_one_message_at_a_time() {
+        let first = Message::new(7, Body::EchoRequest(vec![9; 300])).encode();
+        let mut bytes = first.clone();
+        bytes.extend(Message::new(8, Body::BarrierRequest).encode());
+        // Every prefix shorter than the first message is incomplete, not an error.
+        for cut in 0..first.len() {
+            assert!(decode_next(&bytes[..cut]).unwrap().is_none(), "prefix of {cut} bytes");
+        }
+        match decode_next(&bytes).unwrap() {
+            Some((Incoming::Message(m), len)) => {
+                assert_eq!((m.xid, len), (7, first.len()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_next(&bytes[first.len()..]).unwrap() {
+            Some((Incoming::Message(m), 8)) => assert_eq!(m.body, Body::BarrierRequest),
+            other => panic!("{other:?}"),
+        }
+        // A whole message that does not decode is handed back raw, with its length.
+        let bad = [0x09, 0x63, 0x00, 0x08, 0, 0, 0, 3];
+        match decode_next(&bad).unwrap() {
+            Some((Incoming::Malformed { raw, .. }, 8)) => assert_eq!(raw, bad),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decode_next(&[4, 0, 0, 4, 0, 0, 0, 0]).unwrap_err(), OfpError::BadLength);
     }
 
     #[test]
