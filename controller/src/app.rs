@@ -1023,12 +1023,20 @@ mod test {
     }
 
     /// An app with `n` registered switches, dpids 1..=n on connections 1..=n.
-    fn rig(n: u64) -> Rig {
-        let mut app = App::new(Config {
+    fn config() -> Config {
+        Config {
             tunnel_idle: Duration::from_secs(60),
             flow_idle_s: 300,
             limits: Limits::default(),
-        });
+        }
+    }
+
+    fn rig(n: u64) -> Rig {
+        rig_with(App::new(config()), n)
+    }
+
+    /// `n` registered switches on `app`.
+    fn rig_with(mut app: App, n: u64) -> Rig {
         let mut rx = Vec::new();
         for d in 1..=n {
             let tx = ConnTx::capture(d);
@@ -1288,5 +1296,96 @@ mod test {
             msg: Message::new(4, notice.to_body()),
         });
         assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
+    }
+
+    /// A store that hands out a fixed snapshot and keeps what it was told.
+    struct FixedStore {
+        snapshot: Snapshot,
+        changes: std::sync::Arc<std::sync::Mutex<Vec<Change>>>,
+    }
+
+    impl Store for FixedStore {
+        fn record(&mut self, change: Change) {
+            self.changes.lock().unwrap().push(change);
+        }
+        fn load(&mut self) -> Result<Snapshot, crate::store::StoreError> {
+            Ok(self.snapshot.clone())
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({ "backend": "fixed" })
+        }
+    }
+
+    #[test]
+    fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
+        let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let m_at = Location { dpid: 2, port: 5 };
+        let store = FixedStore {
+            snapshot: Snapshot {
+                locations: vec![(0, VM_M, m_at)],
+                ..Default::default()
+            },
+            changes: changes.clone(),
+        };
+        let mut r = rig_with(App::with_store(config(), Box::new(store), Role::Standby), 2);
+        r.app.handle(Event::Leader {
+            generation: 41,
+            name: "other".into(),
+        });
+        // Told who is master, a standby declares itself SLAVE with that generation.
+        for d in 1..=2 {
+            let bodies = r.drain(d);
+            assert!(
+                bodies.iter().any(|b| matches!(b, Body::RoleRequest(rr)
+                    if rr.role == ofp::OFPCR_ROLE_SLAVE && rr.generation_id == 41)),
+                "{bodies:?}"
+            );
+        }
+        // Traffic reaches a standby only by mistake: it acts on none of it and writes nothing.
+        r.packet_in(1, 1, VM_M, VM_A);
+        assert!(r.drain(1).is_empty() && r.drain(2).is_empty());
+        assert!(changes.lock().unwrap().is_empty(), "a standby wrote to the store");
+        assert_eq!(r.app.commander.locate(0, &VM_A), None);
+
+        r.app.handle(Event::Elected { generation: 42 });
+        for d in 1..=2 {
+            let bodies = r.drain(d);
+            assert!(
+                bodies.iter().any(|b| matches!(b, Body::RoleRequest(rr)
+                    if rr.role == ofp::OFPCR_ROLE_MASTER && rr.generation_id == 42)),
+                "no MASTER request to {d}: {bodies:?}"
+            );
+            assert!(
+                bodies.iter().any(|b| matches!(b, Body::MultipartRequest { .. })),
+                "no flow table request to {d}"
+            );
+        }
+        assert_eq!(
+            r.app.commander.locate(0, &VM_M),
+            Some(m_at),
+            "location loaded from the store"
+        );
+        // The first frame to the VM the store knew goes straight there: no flood.
+        r.packet_in(1, 1, VM_M, VM_A);
+        assert_eq!(r.app.counters.unknown_destinations, 0);
+        assert!(flows(&r.drain(2)).contains(&(VM_M, 5)));
+        let changes = changes.lock().unwrap();
+        assert!(changes.iter().any(|c| matches!(c, Change::Host { dpid: 1, .. })));
+        assert!(changes.iter().any(|c| matches!(c, Change::HostUp { dpid: 2 })));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::Location { mac, at, .. } if *mac == VM_A && at.dpid == 1)));
+        assert!(changes.iter().any(|c| matches!(c, Change::Tunnel(_))));
+    }
+
+    #[test]
+    fn losing_the_election_lease_stops_the_controller() {
+        let mut r = rig_with(App::with_store(config(), Box::new(MemoryStore), Role::Standby), 1);
+        assert!(r.app.must_stop().is_none());
+        r.app.handle(Event::Elected { generation: 1 });
+        r.app.handle(Event::LeadershipLost {
+            reason: "lease expired".into(),
+        });
+        assert_eq!(r.app.must_stop(), Some("lease expired"));
     }
 }
