@@ -175,7 +175,19 @@ fn show(endpoints: &str, prefix: &str, json: bool, all: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// Set by SIGTERM/SIGINT: the main loop resigns from the election and exits.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+    }
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(cloudrack_channel::server_config(&cloudrack_channel::TlsFiles {
             cert: cert.clone(),
@@ -206,6 +218,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             macs_per_vnet: args.max_macs_per_vnet,
         },
     };
+    let mut candidacy = None;
     let mut app = match &args.etcd {
         None => app::App::new(cfg),
         Some(endpoints) => {
@@ -218,11 +231,13 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("{}@{}", std::process::id(), args.listen));
             info!(endpoints = %endpoints.join(","), prefix = %args.etcd_prefix, %name, "registries in etcd; standing by until elected");
-            Election {
-                name,
-                ttl: args.election_ttl,
-            }
-            .start(etcd, Some(store.fencer()), tx_app.clone());
+            candidacy = Some(
+                Election {
+                    name,
+                    ttl: args.election_ttl,
+                }
+                .start(etcd, Some(store.fencer()), tx_app.clone()),
+            );
             app::App::with_store(cfg, Box::new(store), app::Role::Standby)
         }
     };
@@ -231,7 +246,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut last = std::time::Instant::now();
     let mut last_status = serde_json::Value::Null;
     loop {
-        match rx.recv_timeout(tick) {
+        // Short waits so a stop signal is seen quickly; periodic work still runs every tick.
+        match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => {
                 app.handle(ev);
                 if let Some(why) = app.must_stop() {
@@ -240,6 +256,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => bail!("the listener stopped"),
+        }
+        if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            info!("stopping (signal)");
+            if let Some(c) = &candidacy {
+                c.resign();
+            }
+            return Ok(());
         }
         if last.elapsed() >= tick {
             last = std::time::Instant::now();

@@ -350,6 +350,32 @@ fn the_master_dies_mid_transfer_and_a_standby_takes_over() {
     assert_eq!(reg["master"]["name"], format!("ctl{n}"), "{reg:#}");
     assert_eq!(reg["hosts"].as_array().map_or(0, Vec::len), 3, "{reg:#}");
     assert!(macs_located(&reg).iter().any(|x| x == "02:00:00:00:02:0d"), "{reg:#}");
+
+    // A clean stop (an upgrade, say) hands over at once: the master revokes its lease.
+    let last = (0..3).find(|i| *i != m && *i != n).unwrap();
+    let stopped_at = now_ms();
+    if let Some(mut p) = ctls[n].take() {
+        p.signal(libc::SIGTERM);
+        p.wait_exit(Duration::from_secs(5));
+        assert!(
+            p.logs().contains("resigned"),
+            "the master did not resign: {}",
+            p.log_tail(5)
+        );
+    }
+    let ctl = ctls[last].as_mut().unwrap();
+    assert!(
+        ctl.wait_for_log("took over as master", Duration::from_secs(10)),
+        "no handover"
+    );
+    let took = log_line(ctl, "took over as master").unwrap();
+    let handover_ms = log_field(&took, "unix_ms").unwrap() as i64 - stopped_at as i64;
+    println!("clean stop of the master -> ctl{last} took over: {handover_ms} ms");
+    assert!(handover_ms < 2_000, "handover after a clean stop took {handover_ms} ms");
+    assert!(
+        ping(&a.ns, "10.0.2.13", 2, Duration::from_secs(10)),
+        "a -> d after the handover"
+    );
     drop(ctls);
 }
 

@@ -12,6 +12,7 @@ use super::store::Fencer;
 use super::{keys, Etcd};
 use crate::app::Event;
 use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -25,13 +26,19 @@ pub struct Election {
 impl Election {
     /// Campaign in the background; the app hears `Leader` for every master (itself included)
     /// and `Elected` once it is the master.
-    pub fn start(self, etcd: Arc<Etcd>, fencer: Option<Fencer>, events: Sender<Event>) {
+    pub fn start(self, etcd: Arc<Etcd>, fencer: Option<Fencer>, events: Sender<Event>) -> Candidacy {
         let rt = etcd.rt.handle().clone();
+        let current = Arc::new(AtomicI64::new(0));
+        let candidacy = Candidacy {
+            etcd: etcd.clone(),
+            lease: current.clone(),
+        };
         rt.spawn(async move {
             tokio::spawn(observe(etcd.clone(), events.clone()));
             let election = keys::election(&etcd.prefix);
             loop {
                 let (lease, ttl) = grant(&etcd, self.ttl).await;
+                current.store(lease, Relaxed);
                 info!(name = %self.name, lease, ttl_s = ttl.as_secs_f64(), "campaigning for master");
                 let (lost_tx, mut lost) = tokio::sync::mpsc::channel::<String>(1);
                 let keeper = tokio::spawn(keep_alive(etcd.clone(), lease, ttl, lost_tx));
@@ -59,6 +66,31 @@ impl Election {
                 return;
             }
         });
+        candidacy
+    }
+}
+
+/// Our place in the election, to give it up on the way out.
+pub struct Candidacy {
+    etcd: Arc<Etcd>,
+    lease: Arc<AtomicI64>,
+}
+
+impl Candidacy {
+    /// Revoke our lease: our election key (and mastership) goes at once, so a standby takes
+    /// over without waiting for the lease to expire (a clean stop, an upgrade).
+    pub fn resign(&self) {
+        let lease = self.lease.load(Relaxed);
+        if lease == 0 {
+            return;
+        }
+        let mut leases = self.etcd.client.lease_client();
+        let revoke = async { tokio::time::timeout(Duration::from_secs(2), leases.revoke(lease)).await };
+        match self.etcd.rt.block_on(revoke) {
+            Ok(Ok(_)) => info!(lease, "resigned: election lease revoked"),
+            Ok(Err(e)) => warn!(error = %e, "could not revoke the election lease; it expires by itself"),
+            Err(_) => warn!("etcd did not answer the lease revocation; it expires by itself"),
+        }
     }
 }
 
