@@ -45,7 +45,7 @@ enum Cmd {
     name = "cloudrack-controller",
     version,
     about = "Cloud Rack controller: learns where every VM MAC is, sets up GRE tunnels between hosts on demand, re-points forwarding when a VM migrates",
-    long_about = "Cloud Rack controller.\n\nSwitches (cloudrack-switch --controller tcp:IP:PORT) connect here over OpenFlow 1.3. \
+    long_about = "Cloud Rack controller.\n\nSwitches (cloudrack-switch --controller tls:IP:PORT) connect here over OpenFlow 1.3 (mutual TLS, or plain TCP with --plain-tcp). \
         The Commander app keeps the location of every (virtual network, MAC), installs forwarding on both ends of a \
         conversation, relays broadcasts (ARP) to every host, and re-points every entry when a MAC shows up on another \
         host (live migration). The TCCS app knows each host's underlay address, brings GRE tunnels up when a flow \
