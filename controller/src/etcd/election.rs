@@ -12,7 +12,7 @@ use super::store::Fencer;
 use super::{keys, Etcd};
 use crate::app::Event;
 use crossbeam_channel::Sender;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -41,7 +41,8 @@ impl Election {
                 current.store(lease, Relaxed);
                 info!(name = %self.name, lease, ttl_s = ttl.as_secs_f64(), "campaigning for master");
                 let (lost_tx, mut lost) = tokio::sync::mpsc::channel::<String>(1);
-                let keeper = tokio::spawn(keep_alive(etcd.clone(), lease, ttl, lost_tx));
+                let elected = Arc::new(AtomicBool::new(false));
+                let keeper = tokio::spawn(keep_alive(etcd.clone(), lease, ttl, elected.clone(), lost_tx));
                 let won = tokio::select! {
                     key = campaign(&etcd, &election, &self.name, lease) => Some(key),
                     reason = lost.recv() => {
@@ -54,6 +55,7 @@ impl Election {
                     keeper.abort();
                     continue;
                 };
+                elected.store(true, Relaxed);
                 info!(name = %self.name, generation = key.rev(), "elected master");
                 if let Some(f) = &fencer {
                     f.fence(key.key().to_vec(), key.rev());
@@ -84,12 +86,23 @@ impl Candidacy {
         if lease == 0 {
             return;
         }
-        let mut leases = self.etcd.client.lease_client();
-        let revoke = async { tokio::time::timeout(Duration::from_secs(2), leases.revoke(lease)).await };
+        // A dead member may still be picked for a request: try a few times, through the others.
+        let revoke = async {
+            let mut last = String::new();
+            for attempt in 0..5u64 {
+                let mut leases = self.etcd.client.lease_client();
+                match tokio::time::timeout(Duration::from_millis(500), leases.revoke(lease)).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "no answer within 500 ms".into(),
+                }
+                tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            }
+            Err(last)
+        };
         match self.etcd.rt.block_on(revoke) {
-            Ok(Ok(_)) => info!(lease, "resigned: election lease revoked"),
-            Ok(Err(e)) => warn!(error = %e, "could not revoke the election lease; it expires by itself"),
-            Err(_) => warn!("etcd did not answer the lease revocation; it expires by itself"),
+            Ok(()) => info!(lease, "resigned: election lease revoked"),
+            Err(e) => warn!(error = %e, "could not revoke the election lease; it expires by itself"),
         }
     }
 }
@@ -129,13 +142,27 @@ async fn campaign(etcd: &Etcd, election: &str, name: &str, lease: i64) -> etcd_c
     }
 }
 
-/// Renew the lease several times per TTL; report once it may have expired (etcd said so, or
-/// no renewal succeeded for a whole TTL).
-async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, lost: tokio::sync::mpsc::Sender<String>) {
+/// Renew the lease several times per TTL; report once it may have expired: etcd said so, or
+/// (for a master, which must not act on a lease it cannot vouch for) no renewal succeeded for
+/// a whole TTL. A standby keeps trying through an etcd leader election instead of starting
+/// over at the back of the queue: etcd refreshes every lease when it elects a leader.
+async fn keep_alive(
+    etcd: Arc<Etcd>,
+    lease: i64,
+    ttl: Duration,
+    elected: Arc<AtomicBool>,
+    lost: tokio::sync::mpsc::Sender<String>,
+) {
     let period = (ttl / 4).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
+    let mut master = false;
     loop {
         tokio::time::sleep(period).await;
+        if !master && elected.load(Relaxed) {
+            // Winning the campaign proved the lease alive just now.
+            master = true;
+            last_ok = Instant::now();
+        }
         let mut leases = etcd.client.lease_client();
         let reason = match tokio::time::timeout(period.max(Duration::from_millis(500)), leases.keep_alive(lease)).await
         {
@@ -144,8 +171,12 @@ async fn keep_alive(etcd: Arc<Etcd>, lease: i64, ttl: Duration, lost: tokio::syn
                 continue;
             }
             Ok(Err(e)) if super::store::lease_not_found(&e) => Some("our election lease expired in etcd".to_string()),
-            Ok(Err(e)) => (last_ok.elapsed() >= ttl).then(|| format!("etcd unreachable for a whole lease TTL: {e}")),
-            Err(_) => (last_ok.elapsed() >= ttl).then(|| "etcd did not answer for a whole lease TTL".to_string()),
+            Ok(Err(e)) => {
+                (last_ok.elapsed() >= ttl && master).then(|| format!("etcd unreachable for a whole lease TTL: {e}"))
+            }
+            Err(_) => {
+                (last_ok.elapsed() >= ttl && master).then(|| "etcd did not answer for a whole lease TTL".to_string())
+            }
         };
         if let Some(reason) = reason {
             let _ = lost.send(reason).await;
