@@ -171,6 +171,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (dp, channels) = Datapath::start(DatapathConfig {
         workers: args.workers,
         gre: Some(gre),
+        gre_fanout: Some((underlay_if.clone(), args.underlay_ip)),
         underlay_mtu,
         packet_in_rate: args.packet_in_rate,
         packet_in_burst: args.packet_in_rate.max(10),

@@ -1,4 +1,5 @@
-//! One datapath worker: polls the ports it owns (and, worker 0, the GRE socket), drains each
+//! One datapath worker: polls the ports it owns and its GRE fanout socket (or, worker 0 only,
+//! the raw GRE socket when fanout could not be set up), drains each
 //! up to a budget per wakeup, and forwards. Buffers are allocated once per worker; the only
 //! per-packet allocation is the copy of a frame that goes to the controller (rate-limited).
 
@@ -8,7 +9,7 @@ use super::offload;
 use super::stats::{now_ms, DpCounters};
 use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, MAX_OFFLOAD_FRAME};
+use crate::tunnel::{decap, GreRx, MAX_OFFLOAD_FRAME};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -45,10 +46,12 @@ pub struct Worker {
     registered: HashMap<u32, RawFd>,
     failed: HashSet<u32>,
     buckets: HashMap<u32, Bucket>,
+    /// This worker's member of the GRE fanout group.
+    gre_rx: Option<GreRx>,
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>, poll: Poll, pin_cpu: Option<usize>) -> Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, poll: Poll, pin_cpu: Option<usize>, gre_rx: Option<GreRx>) -> Worker {
         Worker {
             id,
             shared,
@@ -59,6 +62,7 @@ impl Worker {
             registered: HashMap::new(),
             failed: HashSet::new(),
             buckets: HashMap::new(),
+            gre_rx,
         }
     }
 
@@ -66,15 +70,18 @@ impl Worker {
         if let Some(cpu) = self.pin_cpu {
             pin_to_cpu(cpu);
         }
-        if self.id == 0 {
-            if let Some(gre) = &self.shared.gre {
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .register(&mut SourceFd(&gre.fd()), GRE_TOKEN, Interest::READABLE)
-                {
-                    warn!(error = %e, "cannot poll the GRE socket; tunnels will not receive");
-                }
+        let gre_fd = match (&self.gre_rx, &self.shared.gre) {
+            (Some(rx), _) => Some(rx.fd()),
+            (None, Some(gre)) if self.id == 0 && self.shared.gre_rx_raw => Some(gre.fd()),
+            _ => None,
+        };
+        if let Some(fd) = gre_fd {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), GRE_TOKEN, Interest::READABLE)
+            {
+                warn!(worker = self.id, error = %e, "cannot poll the GRE socket; tunnels will not receive here");
             }
         }
         let mut events = Events::with_capacity(256);
@@ -187,6 +194,9 @@ impl Worker {
         for _ in 0..BUDGET {
             match port.io.recv(&mut self.rx) {
                 Ok(rx) => {
+                    let wc = &self.shared.workers[self.id];
+                    wc.rx_packets.fetch_add(1, Relaxed);
+                    wc.rx_calls.fetch_add(1, Relaxed);
                     port.counters.rx(rx.len, now);
                     if !super::forward::source_allowed(&port.bound_macs, &self.rx[rx.offset..rx.offset + rx.len]) {
                         port.counters.rx_dropped.fetch_add(1, Relaxed);
@@ -226,11 +236,25 @@ impl Worker {
     /// Receive and forward up to BUDGET GRE packets. True when the socket ran dry.
     fn drain_gre(&mut self, fib: &Fib, now: u64) -> bool {
         let shared = self.shared.clone();
-        let Some(gre) = shared.gre.as_ref() else { return true };
         let c = &shared.counters;
+        let wc = &shared.workers[self.id];
         for _ in 0..BUDGET {
-            let n = match gre.recv(&mut self.rx[RX_HEADROOM..]) {
-                Ok(n) => n,
+            let got = match (&self.gre_rx, &shared.gre) {
+                (Some(rx), _) => rx.recv(&mut self.rx[RX_HEADROOM..]),
+                (None, Some(raw)) => raw.recv(&mut self.rx[RX_HEADROOM..]),
+                (None, None) => return true,
+            };
+            let n = match got {
+                Ok(n) if n > self.rx.len() - RX_HEADROOM => {
+                    // Cut short: no IPv4 packet is this long, so it is not one of ours.
+                    c.gre_rx_malformed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Ok(n) => {
+                    wc.gre_rx_packets.fetch_add(1, Relaxed);
+                    wc.rx_calls.fetch_add(1, Relaxed);
+                    n
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
