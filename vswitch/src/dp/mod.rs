@@ -9,6 +9,7 @@ pub mod fib;
 pub mod forward;
 pub mod offload;
 pub mod stats;
+pub mod txq;
 mod worker;
 
 use arc_swap::ArcSwap;
