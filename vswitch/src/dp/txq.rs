@@ -19,8 +19,8 @@ pub const TXQ: usize = 64;
 #[derive(Clone, Copy)]
 struct Entry {
     fd: RawFd,
-    /// Destination of a raw-socket send; `sin_family == 0` for none.
-    to: libc::sockaddr_in,
+    /// A raw-socket send, to the address in `names` at this entry's index.
+    has_to: bool,
     /// A header sent before everything else (the GRE header), from the FIB.
     prefix: (*const u8, usize),
     /// The virtio-net header, if sent.
@@ -35,9 +35,14 @@ pub struct TxQueue {
     entries: Vec<Entry>,
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// Destinations of raw-socket sends, one per entry.
+    names: Vec<libc::sockaddr_in>,
     /// Which entries `msgs[k]` stands for, per flush round.
     which: Vec<usize>,
     done: Vec<bool>,
+    /// Every entry so far goes to one socket (the common case): then `msgs[i]` is built for
+    /// entry i as it is pushed, and the flush is a single `sendmmsg`.
+    one_socket: bool,
 }
 
 impl Default for TxQueue {
@@ -53,8 +58,17 @@ impl TxQueue {
             // SAFETY: plain data; all-zero is valid and they are filled before use.
             msgs: (0..TXQ).map(|_| unsafe { std::mem::zeroed() }).collect(),
             iovs: (0..3 * TXQ).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            names: (0..TXQ)
+                .map(|_| {
+                    // SAFETY: as above.
+                    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                    sin
+                })
+                .collect(),
             which: vec![0; TXQ],
             done: vec![false; TXQ],
+            one_socket: true,
         }
     }
 
@@ -72,7 +86,7 @@ impl TxQueue {
     ///
     /// # Safety
     /// `prefix`, `frame` and `counters` must stay valid and unmodified until the next
-    /// [`flush`](Self::flush). The queue must not be full.
+    /// [`flush`](Self::flush). Panics if the queue is full.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn push(
         &mut self,
@@ -84,12 +98,10 @@ impl TxQueue {
         counters: &PortCounters,
         gre: bool,
     ) {
-        debug_assert!(!self.is_full());
-        // SAFETY: sockaddr_in is plain data; all-zero means "no destination".
-        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        // Never grow: messages already built point into `entries`.
+        assert!(!self.is_full(), "TxQueue::push on a full queue");
         if let Some(ip) = to {
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from(ip).to_be();
+            self.names[self.entries.len()].sin_addr.s_addr = u32::from(ip).to_be();
         }
         let mut hdr = [0u8; vnet_hdr::LEN];
         if let Some(v) = vnet {
@@ -97,7 +109,7 @@ impl TxQueue {
         }
         self.entries.push(Entry {
             fd,
-            to: sin,
+            has_to: to.is_some(),
             prefix: (prefix.as_ptr(), prefix.len()),
             vnet: hdr,
             has_vnet: vnet.is_some(),
@@ -105,6 +117,50 @@ impl TxQueue {
             counters,
             gre,
         });
+        let i = self.entries.len() - 1;
+        if self.one_socket {
+            if fd == self.entries[0].fd {
+                self.build(i, i);
+            } else {
+                self.one_socket = false;
+            }
+        }
+    }
+
+    /// Make `msgs[m]` (and its iovecs) the message of entry `i`.
+    fn build(&mut self, m: usize, i: usize) {
+        self.which[m] = i;
+        let e = &self.entries[i];
+        let iov = &mut self.iovs[3 * m..3 * m + 3];
+        let mut k = 0;
+        if e.prefix.1 > 0 {
+            iov[0] = libc::iovec {
+                iov_base: e.prefix.0 as *mut libc::c_void,
+                iov_len: e.prefix.1,
+            };
+            k = 1;
+        }
+        if e.has_vnet {
+            iov[k] = libc::iovec {
+                iov_base: e.vnet.as_ptr() as *mut libc::c_void,
+                iov_len: vnet_hdr::LEN,
+            };
+            k += 1;
+        }
+        iov[k] = libc::iovec {
+            iov_base: e.frame.0 as *mut libc::c_void,
+            iov_len: e.frame.1,
+        };
+        let h = &mut self.msgs[m].msg_hdr;
+        h.msg_iov = iov.as_mut_ptr();
+        h.msg_iovlen = (k + 1) as _;
+        if e.has_to {
+            h.msg_name = &self.names[i] as *const libc::sockaddr_in as *mut libc::c_void;
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        } else {
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+        }
     }
 
     /// Send everything queued: one `sendmmsg` per destination socket (more if the kernel
@@ -112,76 +168,62 @@ impl TxQueue {
     /// kernel refuses is counted as an error and skipped; the rest still go.
     pub fn flush(&mut self, now: u64, wc: &WorkerCounters, gre_tx_errors: &AtomicU64) {
         let n = self.entries.len();
-        self.done[..n].fill(false);
-        for first in 0..n {
-            if self.done[first] {
-                continue;
-            }
-            let fd = self.entries[first].fd;
-            let mut m = 0;
-            for i in first..n {
-                if self.done[i] || self.entries[i].fd != fd {
+        if n == 0 {
+            return;
+        }
+        if self.one_socket {
+            self.send(self.entries[0].fd, n, now, wc, gre_tx_errors);
+        } else {
+            self.done[..n].fill(false);
+            for first in 0..n {
+                if self.done[first] {
                     continue;
                 }
-                self.done[i] = true;
-                self.which[m] = i;
-                let e = &self.entries[i];
-                let iov = &mut self.iovs[3 * m..3 * m + 3];
-                let mut k = 0;
-                for (ptr, len) in [
-                    e.prefix,
-                    (e.vnet.as_ptr(), if e.has_vnet { vnet_hdr::LEN } else { 0 }),
-                    e.frame,
-                ] {
-                    if len > 0 {
-                        iov[k] = libc::iovec {
-                            iov_base: ptr as *mut libc::c_void,
-                            iov_len: len,
-                        };
-                        k += 1;
+                let fd = self.entries[first].fd;
+                let mut m = 0;
+                for i in first..n {
+                    if !self.done[i] && self.entries[i].fd == fd {
+                        self.done[i] = true;
+                        self.build(m, i);
+                        m += 1;
                     }
                 }
-                let h = &mut self.msgs[m].msg_hdr;
-                h.msg_iov = iov.as_mut_ptr();
-                h.msg_iovlen = k as _;
-                if e.to.sin_family != 0 {
-                    h.msg_name = &e.to as *const libc::sockaddr_in as *mut libc::c_void;
-                    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                } else {
-                    h.msg_name = std::ptr::null_mut();
-                    h.msg_namelen = 0;
-                }
-                m += 1;
-            }
-            let mut k = 0;
-            while k < m {
-                // SAFETY: msgs[k..m] point at iovecs and addresses in this queue's arrays and
-                // at frames the caller keeps valid until this flush (see `push`).
-                let r = unsafe { libc::sendmmsg(fd, self.msgs[k..].as_mut_ptr(), (m - k) as libc::c_uint, 0) };
-                wc.tx_calls.fetch_add(1, Relaxed);
-                if r > 0 {
-                    for j in k..k + r as usize {
-                        let e = &self.entries[self.which[j]];
-                        // SAFETY: the counters outlive the flush (see `push`).
-                        unsafe { &*e.counters }.tx(e.frame.1, now);
-                    }
-                    wc.tx_packets.fetch_add(r as u64, Relaxed);
-                    k += r as usize;
-                } else {
-                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    let e = &self.entries[self.which[k]];
-                    // SAFETY: as above.
-                    unsafe { &*e.counters }.tx_errors.fetch_add(1, Relaxed);
-                    if e.gre {
-                        gre_tx_errors.fetch_add(1, Relaxed);
-                    }
-                    k += 1;
-                }
+                self.send(fd, m, now, wc, gre_tx_errors);
             }
         }
         self.entries.clear();
+        self.one_socket = true;
+    }
+
+    /// Send `msgs[..m]` on `fd`, counting each message's fate.
+    fn send(&mut self, fd: RawFd, m: usize, now: u64, wc: &WorkerCounters, gre_tx_errors: &AtomicU64) {
+        let mut k = 0;
+        while k < m {
+            // SAFETY: msgs[k..m] point at iovecs and addresses in this queue's arrays and at
+            // frames the caller keeps valid until this flush (see `push`).
+            let r = unsafe { libc::sendmmsg(fd, self.msgs[k..].as_mut_ptr(), (m - k) as libc::c_uint, 0) };
+            wc.tx_calls.fetch_add(1, Relaxed);
+            if r > 0 {
+                for j in k..k + r as usize {
+                    let e = &self.entries[self.which[j]];
+                    // SAFETY: the counters outlive the flush (see `push`).
+                    unsafe { &*e.counters }.tx(e.frame.1, now);
+                }
+                wc.tx_packets.fetch_add(r as u64, Relaxed);
+                k += r as usize;
+            } else {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let e = &self.entries[self.which[k]];
+                // SAFETY: as above.
+                unsafe { &*e.counters }.tx_errors.fetch_add(1, Relaxed);
+                if e.gre {
+                    gre_tx_errors.fetch_add(1, Relaxed);
+                }
+                k += 1;
+            }
+        }
     }
 }
 
