@@ -1,7 +1,8 @@
 //! GRE receive over several workers (`--workers 2`): the receiving switch reads GRE on one
 //! AF_PACKET fanout socket per worker. Many UDP flows cross the tunnel; every datagram is
 //! numbered, and the receiver checks that none arrives twice, that both workers received GRE,
-//! and that a 65 000-byte frame (fragmented on the 1500-byte underlay) still arrives whole.
+//! and that a 65 000-byte frame (fragmented on the 1500-byte underlay) still arrives whole;
+//! and that the raw-socket fallback (`--gre-raw-receive`) still carries traffic.
 
 use cloudrack_tests::*;
 use std::collections::HashSet;
@@ -113,4 +114,21 @@ fn worker_gre_rx(c: &Cluster, host: usize) -> Vec<u64> {
         .iter()
         .map(|w| w["gre_rx_packets"].as_u64().unwrap_or(0))
         .collect()
+}
+
+/// The fallback (also taken when fanout cannot be set up): one raw socket, one worker.
+#[test]
+fn gre_raw_receive_still_works() {
+    let _logs = TestLogs::new("gre_raw_receive_still_works");
+    let c = Cluster::start_with(2, 2, &[], &["--workers", "2", "--gre-raw-receive"]);
+    let a = c.vm_system(0, "a", "02:00:00:00:0b:01", "10.11.0.1/24", 0);
+    let _d = c.vm_system(1, "d", "02:00:00:00:0b:04", "10.11.0.4/24", 0);
+    assert!(
+        ping(&a.ns, "10.11.0.4", 3, Duration::from_secs(10)),
+        "no path across the tunnel"
+    );
+    let s = c.ctl_json(1, &["stats"]);
+    assert_eq!(s["gre_receive"], "raw socket", "{s}");
+    let per_worker = worker_gre_rx(&c, 1);
+    assert!(per_worker[0] > 0 && per_worker[1] == 0, "{per_worker:?}");
 }
