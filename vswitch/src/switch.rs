@@ -735,6 +735,8 @@ impl Switch {
             "flows": st.flows.len(),
             "controller_connected": self.dp.shared.controller_up.load(Relaxed),
             "datapath": self.dp.shared.counters.snapshot(),
+            "gre_receive": if self.dp.shared.gre_rx_raw { "raw socket" } else { "fanout" },
+            "per_worker": self.dp.shared.workers.iter().map(|w| w.snapshot()).collect::<Vec<_>>(),
         })
     }
 }

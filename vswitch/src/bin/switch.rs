@@ -79,6 +79,11 @@ struct Args {
     /// underlay IP layer fragments them; static tunnels (e.g. to Open vSwitch) always cut.
     #[arg(long)]
     tunnel_mtu_segmentation: bool,
+    /// Receive GRE on one raw socket read by one worker, instead of spreading it over all
+    /// workers through AF_PACKET fanout on the underlay interface (the fallback the switch
+    /// takes by itself when fanout cannot be set up).
+    #[arg(long)]
+    gre_raw_receive: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -171,6 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (dp, channels) = Datapath::start(DatapathConfig {
         workers: args.workers,
         gre: Some(gre),
+        gre_fanout: (!args.gre_raw_receive).then(|| (underlay_if.clone(), args.underlay_ip)),
         underlay_mtu,
         packet_in_rate: args.packet_in_rate,
         packet_in_burst: args.packet_in_rate.max(10),

@@ -1,7 +1,7 @@
 //! The datapath: worker threads that receive frames, decide (forward.rs) and send.
 //!
 //! Thread-safety: workers share only `Shared`: the FIB behind an `ArcSwap` (read without locks),
-//! atomic counters, the GRE socket (the kernel serializes sends) and two bounded channels out
+//! atomic counters, the raw GRE socket (the kernel serializes sends) and two bounded channels out
 //! (PACKET_INs, port errors) written with `try_send`, so a slow control plane never stalls
 //! forwarding.
 
@@ -9,18 +9,19 @@ pub mod fib;
 pub mod forward;
 pub mod offload;
 pub mod stats;
+pub mod txq;
 mod worker;
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use fib::Fib;
 use mio::{Poll, Waker};
-use stats::DpCounters;
+use stats::{DpCounters, WorkerCounters};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::tunnel::GreSocket;
+use crate::tunnel::{GreRx, GreSocket};
 
 /// A frame for the controller.
 #[derive(Debug, Clone)]
@@ -42,7 +43,12 @@ pub enum DpEvent {
 pub struct Shared {
     pub fib: ArcSwap<Fib>,
     pub counters: DpCounters,
+    /// The raw GRE socket: sends always; receives only when the fanout sockets could not be
+    /// set up (`gre_rx_raw`), and then on worker 0 alone.
     pub gre: Option<GreSocket>,
+    pub gre_rx_raw: bool,
+    /// One per worker, indexed by worker id.
+    pub workers: Vec<WorkerCounters>,
     /// Largest inner frame that crosses the underlay without fragmentation.
     pub tunnel_max_frame: usize,
     pub packet_in_tx: Sender<PacketIn>,
@@ -65,6 +71,9 @@ pub struct Datapath {
 pub struct DatapathConfig {
     pub workers: usize,
     pub gre: Option<GreSocket>,
+    /// The underlay interface and address, to receive GRE on all workers (see
+    /// `tunnel::fanout`); `None` receives on the raw socket.
+    pub gre_fanout: Option<(String, std::net::Ipv4Addr)>,
     pub underlay_mtu: usize,
     pub packet_in_rate: u32,
     pub packet_in_burst: u32,
@@ -90,12 +99,32 @@ impl Datapath {
             wakers.push(Waker::new(poll.registry(), WAKER)?);
             polls.push(poll);
         }
+        let mut gre_rx: Vec<Option<GreRx>> = (0..workers).map(|_| None).collect();
+        let mut gre_rx_raw = cfg.gre.is_some();
+        if let (Some(gre), Some((ifname, local))) = (&cfg.gre, &cfg.gre_fanout) {
+            match GreRx::open_group(ifname, *local, workers).and_then(|socks| {
+                gre.set_send_only()?;
+                Ok(socks)
+            }) {
+                Ok(socks) => {
+                    gre_rx = socks.into_iter().map(Some).collect();
+                    gre_rx_raw = false;
+                    tracing::info!(interface = %ifname, workers, "GRE received on all workers (AF_PACKET fanout)");
+                }
+                Err(e) => tracing::warn!(
+                    interface = %ifname, error = %e,
+                    "cannot receive GRE through AF_PACKET fanout; one worker reads the raw socket"
+                ),
+            }
+        }
         let (packet_in_tx, packet_in_rx) = crossbeam_channel::bounded(PACKET_IN_QUEUE);
         let (events_tx, events_rx) = crossbeam_channel::bounded(1024);
         let shared = Arc::new(Shared {
             fib: ArcSwap::from_pointee(Fib::default()),
             counters: DpCounters::default(),
             gre: cfg.gre,
+            gre_rx_raw,
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             tunnel_max_frame: cfg.underlay_mtu.saturating_sub(crate::tunnel::OUTER_OVERHEAD),
             packet_in_tx,
             events_tx,
@@ -108,12 +137,12 @@ impl Datapath {
         });
         let n_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let mut threads = Vec::new();
-        for (id, poll) in polls.into_iter().enumerate() {
+        for (id, (poll, gre_rx)) in polls.into_iter().zip(gre_rx).enumerate() {
             let shared = shared.clone();
             let pin = cfg.cpu_pin.then_some(id % n_cpus);
             let handle = std::thread::Builder::new()
                 .name(format!("dp-worker-{id}"))
-                .spawn(move || worker::Worker::new(id, shared, poll, pin).run())?;
+                .spawn(move || worker::Worker::new(id, shared, poll, pin, gre_rx).run())?;
             threads.push(handle);
         }
         Ok((

@@ -73,6 +73,23 @@ counters!(
     }
 );
 
+counters!(
+    /// One worker's own traffic: only that worker writes them (a cache line each, so workers
+    /// never bounce one between cores), and they show how the load spreads.
+    #[repr(align(64))]
+    WorkerCounters {
+        /// Frames received from the ports this worker owns.
+        rx_packets,
+        /// GRE packets this worker received (its fanout socket, or the raw socket).
+        gre_rx_packets,
+        /// Receive calls that returned frames: rx per call is the batching achieved.
+        rx_calls,
+        /// Frames sent, and the send calls that carried them.
+        tx_packets,
+        tx_calls,
+    }
+);
+
 impl PortCounters {
     pub fn rx(&self, bytes: usize, now_ms: u64) {
         self.rx_packets.fetch_add(1, Relaxed);

@@ -1,4 +1,5 @@
-//! One datapath worker: polls the ports it owns (and, worker 0, the GRE socket), drains each
+//! One datapath worker: polls the ports it owns and its GRE fanout socket (or, worker 0 only,
+//! the raw GRE socket when fanout could not be set up), drains each
 //! up to a budget per wakeup, and forwards. Buffers are allocated once per worker; the only
 //! per-packet allocation is the copy of a frame that goes to the controller (rate-limited).
 
@@ -6,9 +7,11 @@ use super::fib::{Fib, LocalPort};
 use super::forward::{decide, Action, DropReason, Ingress};
 use super::offload;
 use super::stats::{now_ms, DpCounters};
+use super::txq::TxQueue;
 use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
+use crate::port::batch::{RxBatch, BATCH};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, MAX_OFFLOAD_FRAME};
+use crate::tunnel::{decap, GreRx, MAX_OFFLOAD_FRAME};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -38,27 +41,33 @@ pub struct Worker {
     shared: Arc<Shared>,
     poll: Poll,
     pin_cpu: Option<usize>,
-    /// Receive buffer: frames land at RX_HEADROOM.
-    rx: Vec<u8>,
+    /// Receive slots: frames land at RX_HEADROOM of each.
+    batch: RxBatch,
+    /// Frames forwarded from the current batch, waiting for its end to leave together.
+    txq: TxQueue,
     /// Where offloaded frames are segmented.
     scratch: Vec<u8>,
     registered: HashMap<u32, RawFd>,
     failed: HashSet<u32>,
     buckets: HashMap<u32, Bucket>,
+    /// This worker's member of the GRE fanout group.
+    gre_rx: Option<GreRx>,
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>, poll: Poll, pin_cpu: Option<usize>) -> Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, poll: Poll, pin_cpu: Option<usize>, gre_rx: Option<GreRx>) -> Worker {
         Worker {
             id,
             shared,
             poll,
             pin_cpu,
-            rx: vec![0; RX_BUF_LEN],
+            batch: RxBatch::new(),
+            txq: TxQueue::new(),
             scratch: vec![0; RX_BUF_LEN],
             registered: HashMap::new(),
             failed: HashSet::new(),
             buckets: HashMap::new(),
+            gre_rx,
         }
     }
 
@@ -66,15 +75,18 @@ impl Worker {
         if let Some(cpu) = self.pin_cpu {
             pin_to_cpu(cpu);
         }
-        if self.id == 0 {
-            if let Some(gre) = &self.shared.gre {
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .register(&mut SourceFd(&gre.fd()), GRE_TOKEN, Interest::READABLE)
-                {
-                    warn!(error = %e, "cannot poll the GRE socket; tunnels will not receive");
-                }
+        let gre_fd = match (&self.gre_rx, &self.shared.gre) {
+            (Some(rx), _) => Some(rx.fd()),
+            (None, Some(gre)) if self.id == 0 && self.shared.gre_rx_raw => Some(gre.fd()),
+            _ => None,
+        };
+        if let Some(fd) = gre_fd {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), GRE_TOKEN, Interest::READABLE)
+            {
+                warn!(worker = self.id, error = %e, "cannot poll the GRE socket; tunnels will not receive here");
             }
         }
         let mut events = Events::with_capacity(256);
@@ -176,7 +188,17 @@ impl Worker {
         });
     }
 
-    /// Receive and forward up to BUDGET frames from a local port. True when it ran dry.
+    /// Send what the last receive batch queued. Must run before the slots are received into
+    /// again, before a queued frame is edited and before anything is sent directly.
+    fn flush(&mut self, now: u64) {
+        if !self.txq.is_empty() {
+            self.txq
+                .flush(now, &self.shared.workers[self.id], &self.shared.counters.gre_tx_errors);
+        }
+    }
+
+    /// Receive and forward up to BUDGET frames from a local port, a batch per call. True when
+    /// it ran dry.
     fn drain_port(&mut self, fib: &Fib, port_no: u32, now: u64) -> bool {
         let Some(port) = fib.local.get(&port_no) else {
             return true;
@@ -184,52 +206,73 @@ impl Worker {
         if self.failed.contains(&port_no) {
             return true;
         }
-        for _ in 0..BUDGET {
-            match port.io.recv(&mut self.rx) {
-                Ok(rx) => {
-                    port.counters.rx(rx.len, now);
-                    if !super::forward::source_allowed(&port.bound_macs, &self.rx[rx.offset..rx.offset + rx.len]) {
-                        port.counters.rx_dropped.fetch_add(1, Relaxed);
-                        self.shared.counters.drop_spoofed.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    let ingress = Ingress::Local {
-                        port_no,
-                        vnet: port.vnet,
-                    };
-                    self.forward(fib, ingress, rx.vnet, rx.offset, rx.len, now);
-                }
+        let shared = self.shared.clone();
+        let wc = &shared.workers[self.id];
+        let ingress = Ingress::Local {
+            port_no,
+            vnet: port.vnet,
+        };
+        let mut taken = 0;
+        while taken < BUDGET {
+            let n = match port.io.recv_batch(&mut self.batch) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::InvalidData => {
-                    port.counters.rx_dropped.fetch_add(1, Relaxed);
-                    debug!(port = %port.name, error = %e, "dropped a malformed frame");
-                }
                 // The interface went down (a VM rebooting, an admin): it may come back up. A
                 // vanished interface is noticed by the control plane's periodic check.
                 Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                    self.shared.counters.rx_errors.fetch_add(1, Relaxed);
+                    shared.counters.rx_errors.fetch_add(1, Relaxed);
                     debug!(port = %port.name, "interface is down");
                     return true;
                 }
                 Err(e) => {
-                    self.shared.counters.rx_errors.fetch_add(1, Relaxed);
+                    shared.counters.rx_errors.fetch_add(1, Relaxed);
                     let port = port.clone();
                     self.port_failed(&port, e.to_string());
                     return true;
                 }
+            };
+            wc.rx_calls.fetch_add(1, Relaxed);
+            wc.rx_packets.fetch_add(n as u64, Relaxed);
+            for slot in 0..n {
+                let Some(rx) = self.batch.frames[slot] else {
+                    port.counters.rx_dropped.fetch_add(1, Relaxed);
+                    debug!(port = %port.name, "dropped a malformed frame");
+                    continue;
+                };
+                port.counters.rx(rx.len, now);
+                let frame = &self.batch.bufs[slot][rx.offset..rx.offset + rx.len];
+                if !super::forward::source_allowed(&port.bound_macs, frame) {
+                    port.counters.rx_dropped.fetch_add(1, Relaxed);
+                    shared.counters.drop_spoofed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                self.forward(fib, ingress, rx.vnet, slot, rx.offset, rx.len, now);
+            }
+            self.flush(now);
+            taken += n;
+            // A short batch emptied the queue; anything newer raises a new event.
+            if n < BATCH {
+                return true;
             }
         }
         false
     }
 
-    /// Receive and forward up to BUDGET GRE packets. True when the socket ran dry.
+    /// Receive and forward up to BUDGET GRE packets, a batch per call. True when the socket
+    /// ran dry.
     fn drain_gre(&mut self, fib: &Fib, now: u64) -> bool {
         let shared = self.shared.clone();
-        let Some(gre) = shared.gre.as_ref() else { return true };
         let c = &shared.counters;
-        for _ in 0..BUDGET {
-            let n = match gre.recv(&mut self.rx[RX_HEADROOM..]) {
+        let wc = &shared.workers[self.id];
+        let fd = match (&self.gre_rx, &shared.gre) {
+            (Some(rx), _) => rx.fd(),
+            (None, Some(raw)) => raw.fd(),
+            (None, None) => return true,
+        };
+        let mut taken = 0;
+        while taken < BUDGET {
+            let n = match self.batch.recv_mmsg(fd, RX_HEADROOM) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -239,60 +282,92 @@ impl Worker {
                     return true;
                 }
             };
-            let d = match decap(&self.rx[RX_HEADROOM..RX_HEADROOM + n]) {
-                Ok(d) => d,
-                Err(decap::DecapError::Gre(cloudrack_wire::gre::GreError::BadChecksum)) => {
-                    c.gre_rx_bad_checksum.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Err(e) => {
-                    c.gre_rx_malformed.fetch_add(1, Relaxed);
-                    debug!(error = %e, "dropped a malformed GRE packet");
-                    continue;
-                }
-            };
-            let Some(tunnel) = fib
-                .tunnel_by_remote
-                .get(&(d.src, d.key))
-                .and_then(|p| fib.tunnels.get(p))
-            else {
-                c.gre_rx_unknown_tunnel.fetch_add(1, Relaxed);
-                debug!(remote = %d.src, key = d.key, "GRE packet for no tunnel");
-                continue;
-            };
-            let len = d.inner.end - d.inner.start;
-            tunnel.counters.rx(len, now);
-            let ingress = Ingress::Tunnel {
-                port_no: tunnel.port_no,
-                vnet: tunnel.key,
-                is_static: tunnel.is_static,
-            };
-            self.forward(
-                fib,
-                ingress,
-                d.vnet.unwrap_or_default(),
-                RX_HEADROOM + d.inner.start,
-                len,
-                now,
-            );
+            wc.rx_calls.fetch_add(1, Relaxed);
+            wc.gre_rx_packets.fetch_add(n as u64, Relaxed);
+            for slot in 0..n {
+                self.gre_packet(fib, slot, now);
+            }
+            self.flush(now);
+            taken += n;
+            if n < BATCH {
+                return true;
+            }
         }
         false
     }
 
-    fn forward(&mut self, fib: &Fib, ingress: Ingress, mut vnet: VnetHdr, off: usize, len: usize, now: u64) {
-        let verdict = decide(fib, ingress, &self.rx[off..off + len]);
+    /// Decapsulate the GRE packet in `slot` and forward its frame.
+    fn gre_packet(&mut self, fib: &Fib, slot: usize, now: u64) {
+        let c = &self.shared.counters;
+        let n = self.batch.lens[slot];
+        if n > RX_BUF_LEN - RX_HEADROOM {
+            // Cut short: no IPv4 packet is this long, so it is not one of ours.
+            c.gre_rx_malformed.fetch_add(1, Relaxed);
+            return;
+        }
+        let d = match decap(&self.batch.bufs[slot][RX_HEADROOM..RX_HEADROOM + n]) {
+            Ok(d) => d,
+            Err(decap::DecapError::Gre(cloudrack_wire::gre::GreError::BadChecksum)) => {
+                c.gre_rx_bad_checksum.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(e) => {
+                c.gre_rx_malformed.fetch_add(1, Relaxed);
+                debug!(error = %e, "dropped a malformed GRE packet");
+                return;
+            }
+        };
+        let Some(tunnel) = fib
+            .tunnel_by_remote
+            .get(&(d.src, d.key))
+            .and_then(|p| fib.tunnels.get(p))
+        else {
+            c.gre_rx_unknown_tunnel.fetch_add(1, Relaxed);
+            debug!(remote = %d.src, key = d.key, "GRE packet for no tunnel");
+            return;
+        };
+        let len = d.inner.end - d.inner.start;
+        tunnel.counters.rx(len, now);
+        let ingress = Ingress::Tunnel {
+            port_no: tunnel.port_no,
+            vnet: tunnel.key,
+            is_static: tunnel.is_static,
+        };
+        self.forward(
+            fib,
+            ingress,
+            d.vnet.unwrap_or_default(),
+            slot,
+            RX_HEADROOM + d.inner.start,
+            len,
+            now,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        fib: &Fib,
+        ingress: Ingress,
+        mut vnet: VnetHdr,
+        slot: usize,
+        off: usize,
+        len: usize,
+        now: u64,
+    ) {
+        let verdict = decide(fib, ingress, &self.batch.bufs[slot][off..off + len]);
         if verdict.packet_in {
-            self.packet_in(ingress, off, len, now);
+            self.packet_in(ingress, slot, off, len, now);
         }
         let c = &self.shared.counters;
         match verdict.action {
             Action::Output(out) => {
-                if let Some((dst, _)) = super::forward::macs(&self.rx[off..off + len]) {
+                if let Some((dst, _)) = super::forward::macs(&self.batch.bufs[slot][off..off + len]) {
                     if let Some(entry) = fib.macs.get(&(ingress.vnet(), dst)) {
                         entry.counters.hit(len, now);
                     }
                 }
-                self.output(fib, out, &mut vnet, off, len, now);
+                self.output(fib, out, &mut vnet, slot, off, len, now);
             }
             Action::Flood {
                 vnet: net,
@@ -302,13 +377,13 @@ impl Worker {
                 let Some(set) = fib.flood.get(&net) else { return };
                 for &p in &set.local {
                     if p != except {
-                        self.output(fib, p, &mut vnet, off, len, now);
+                        self.output(fib, p, &mut vnet, slot, off, len, now);
                     }
                 }
                 if tunnels {
                     for &p in &set.static_tunnels {
                         if p != except {
-                            self.output(fib, p, &mut vnet, off, len, now);
+                            self.output(fib, p, &mut vnet, slot, off, len, now);
                         }
                     }
                 }
@@ -325,7 +400,7 @@ impl Worker {
         }
     }
 
-    fn packet_in(&mut self, ingress: Ingress, off: usize, len: usize, now: u64) {
+    fn packet_in(&mut self, ingress: Ingress, slot: usize, off: usize, len: usize, now: u64) {
         let c = &self.shared.counters;
         if !self.shared.controller_up.load(Relaxed) {
             c.packet_in_no_controller.fetch_add(1, Relaxed);
@@ -351,7 +426,7 @@ impl Worker {
             in_port: ingress.port_no(),
             vnet: ingress.vnet(),
             total_len: len,
-            data: self.rx[off..off + keep].to_vec(),
+            data: self.batch.bufs[slot][off..off + keep].to_vec(),
         };
         match self.shared.packet_in_tx.try_send(pin) {
             Ok(()) => c.packet_in_sent.fetch_add(1, Relaxed),
@@ -359,18 +434,42 @@ impl Worker {
         };
     }
 
-    /// Send the frame at `off..off+len` of the receive buffer to `port_no`, finishing offloads
-    /// in software where the port cannot take them.
-    fn output(&mut self, fib: &Fib, port_no: u32, vnet: &mut VnetHdr, off: usize, len: usize, now: u64) {
-        let c = &self.shared.counters;
+    /// Send the frame at `off..off+len` of receive slot `slot` to `port_no`, finishing
+    /// offloads in software where the port cannot take them. Whole frames to sockets are
+    /// queued (sent by the flush after the batch); the rest goes out at once.
+    #[allow(clippy::too_many_arguments)]
+    fn output(&mut self, fib: &Fib, port_no: u32, vnet: &mut VnetHdr, slot: usize, off: usize, len: usize, now: u64) {
         if let Some(port) = fib.local.get(&port_no) {
             let io = &port.io;
+            if let (true, Some(fd)) = (io.takes_vnet_hdr(), io.tx_socket()) {
+                if self.txq.is_full() {
+                    self.flush(now);
+                }
+                // SAFETY: the frame stays in its slot, unmodified, until the flush that ends
+                // this batch (in-place edits flush first); the counters belong to `fib`,
+                // which the caller holds until after that flush.
+                unsafe {
+                    self.txq.push(
+                        fd,
+                        None,
+                        &[],
+                        Some(vnet),
+                        &self.batch.bufs[slot][off..off + len],
+                        &port.counters,
+                        false,
+                    )
+                };
+                return;
+            }
+            self.flush(now);
+            let c = &self.shared.counters;
+            let buf = &mut self.batch.bufs[slot];
             let ok = if io.takes_vnet_hdr() {
-                io.send(vnet, &self.rx[off..off + len]).is_ok()
+                io.send(vnet, &buf[off..off + len]).is_ok()
             } else if vnet.is_gso() {
                 let none = VnetHdr::default();
                 let mut all_ok = true;
-                let r = offload::segment(&self.rx[off..off + len], vnet, 0, &mut self.scratch, |seg| {
+                let r = offload::segment(&buf[off..off + len], vnet, 0, &mut self.scratch, |seg| {
                     all_ok &= io.send(&none, seg).is_ok();
                 });
                 if r.is_err() {
@@ -379,10 +478,10 @@ impl Worker {
                 }
                 all_ok
             } else {
-                if vnet.needs_csum() && !finish_checksum(&mut self.rx[off..off + len], vnet, c) {
+                if vnet.needs_csum() && !finish_checksum(&mut buf[off..off + len], vnet, c) {
                     return;
                 }
-                io.send(vnet, &self.rx[off..off + len]).is_ok()
+                io.send(vnet, &buf[off..off + len]).is_ok()
             };
             if ok {
                 port.counters.tx(len, now);
@@ -390,59 +489,70 @@ impl Worker {
                 port.counters.tx_errors.fetch_add(1, Relaxed);
             }
         } else if let Some(tunnel) = fib.tunnels.get(&port_no) {
-            let Some(gre) = self.shared.gre.as_ref() else { return };
-            let frame = &self.rx[off..off + len];
-            let ok = if vnet.is_gso() && tunnel.carries_offloads {
-                // Whole, with its offload header; split only what IPv4 cannot carry at once.
-                let send = |frame: &[u8], h: &VnetHdr| {
-                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
-                    h.emit(&mut hb);
-                    let parts = [
-                        IoSlice::new(&tunnel.offload_header),
-                        IoSlice::new(&hb),
-                        IoSlice::new(frame),
-                    ];
-                    gre.send_parts(tunnel.remote, &parts).is_ok()
-                };
-                if len <= MAX_OFFLOAD_FRAME {
-                    send(frame, vnet)
-                } else {
-                    let mut all_ok = true;
-                    if offload::split(frame, vnet, MAX_OFFLOAD_FRAME, &mut self.scratch, |p, h| {
-                        all_ok &= send(p, h)
-                    })
-                    .is_err()
-                    {
-                        c.drop_offload.fetch_add(1, Relaxed);
+            let shared = self.shared.clone();
+            let c = &shared.counters;
+            let Some(gre) = shared.gre.as_ref() else { return };
+            let gso = vnet.is_gso();
+            if !gso || (tunnel.carries_offloads && len <= MAX_OFFLOAD_FRAME) {
+                // Whole: a plain frame, or a super-frame with its offload header for a Cloud
+                // Rack peer (the underlay fragments it).
+                if !gso && vnet.needs_csum() {
+                    self.flush(now);
+                    if !finish_checksum(&mut self.batch.bufs[slot][off..off + len], vnet, c) {
                         return;
                     }
-                    all_ok
                 }
-            } else if vnet.is_gso() {
-                let mut all_ok = true;
-                let r = offload::segment(frame, vnet, self.shared.tunnel_max_frame, &mut self.scratch, |seg| {
-                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                });
-                if r.is_err() {
-                    c.drop_offload.fetch_add(1, Relaxed);
-                    return;
+                if self.txq.is_full() {
+                    self.flush(now);
                 }
-                all_ok
+                let (prefix, hdr) = if gso {
+                    (&tunnel.offload_header[..], Some(&*vnet))
+                } else {
+                    (&tunnel.header[..], None)
+                };
+                // SAFETY: as for ports above; the GRE headers belong to `fib` too.
+                unsafe {
+                    self.txq.push(
+                        gre.fd(),
+                        Some(tunnel.remote),
+                        prefix,
+                        hdr,
+                        &self.batch.bufs[slot][off..off + len],
+                        &tunnel.counters,
+                        true,
+                    )
+                };
+                return;
+            }
+            self.flush(now);
+            let frame = &self.batch.bufs[slot][off..off + len];
+            let mut all_ok = true;
+            let r = if tunnel.carries_offloads {
+                // Too big for one IPv4 packet: split in two, each with its offload header.
+                offload::split(frame, vnet, MAX_OFFLOAD_FRAME, &mut self.scratch, |p, h| {
+                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
+                    h.emit(&mut hb);
+                    let parts = [IoSlice::new(&tunnel.offload_header), IoSlice::new(&hb), IoSlice::new(p)];
+                    all_ok &= gre.send_parts(tunnel.remote, &parts).is_ok();
+                })
             } else {
-                if vnet.needs_csum() && !finish_checksum(&mut self.rx[off..off + len], vnet, c) {
-                    return;
-                }
-                gre.send(tunnel.remote, &tunnel.header, &self.rx[off..off + len])
-                    .is_ok()
+                // Standard Ethernet over GRE (an Open vSwitch peer): cut to the underlay MTU.
+                offload::segment(frame, vnet, shared.tunnel_max_frame, &mut self.scratch, |seg| {
+                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
+                })
             };
-            if ok {
+            if r.is_err() {
+                c.drop_offload.fetch_add(1, Relaxed);
+                return;
+            }
+            if all_ok {
                 tunnel.counters.tx(len, now);
             } else {
                 tunnel.counters.tx_errors.fetch_add(1, Relaxed);
                 c.gre_tx_errors.fetch_add(1, Relaxed);
             }
         } else {
-            c.drop_no_port.fetch_add(1, Relaxed);
+            self.shared.counters.drop_no_port.fetch_add(1, Relaxed);
         }
     }
 }

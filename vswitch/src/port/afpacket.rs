@@ -6,6 +6,7 @@
 //! PACKET_IGNORE_OUTGOING keeps frames that leave through the interface (ours, or the host
 //! stack's) from coming back in as if received, which would loop.
 
+use super::batch::RxBatch;
 use super::{sys, PortIo, RxFrame, RX_HEADROOM};
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::io;
@@ -99,8 +100,21 @@ impl PortIo for AfPacketPort {
         super::vnet_rx_frame(room, n)
     }
 
+    fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
+        let start = RX_HEADROOM - vnet_hdr::LEN;
+        let n = batch.recv_mmsg(self.fd.as_raw_fd(), start)?;
+        for i in 0..n {
+            batch.frames[i] = super::vnet_rx_frame(&batch.bufs[i][start..], batch.lens[i]).ok();
+        }
+        Ok(n)
+    }
+
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()> {
         sys::write_with_vnet_hdr(self.fd.as_raw_fd(), vnet, frame)
+    }
+
+    fn tx_socket(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
     }
 
     fn takes_vnet_hdr(&self) -> bool {

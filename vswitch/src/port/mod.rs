@@ -1,14 +1,18 @@
 //! Port devices: where frames enter and leave the switch on this host.
 //!
-//! A port is an fd the workers poll plus `recv`/`send` of one frame. Ports that carry the
+//! A port is an fd the workers poll, `recv_batch` of up to [`batch::BATCH`] frames (one
+//! `recvmmsg` for AF_PACKET) and `send` of one frame; AF_PACKET ports also expose their socket
+//! so the workers can send many frames with one `sendmmsg`. Ports that carry the
 //! virtio-net header (AF_PACKET with PACKET_VNET_HDR) exchange offloaded super-frames whole;
 //! the others get plain MTU frames. The datapath decides what to do with an offloaded frame
 //! by asking [`PortIo::takes_vnet_hdr`].
 
 pub mod afpacket;
+pub mod batch;
 pub mod sys;
 pub mod tap;
 
+use batch::{RxBatch, BATCH};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use std::io;
 use std::os::fd::RawFd;
@@ -28,8 +32,30 @@ pub trait PortIo: Send + Sync {
     /// Receive one frame into `buf` (which must have [`RX_HEADROOM`] bytes free in front).
     /// `WouldBlock` when nothing is queued.
     fn recv(&self, buf: &mut [u8]) -> io::Result<RxFrame>;
+    /// Receive up to [`BATCH`] frames into `batch`'s slots (`batch.frames[i]` for slot i,
+    /// `None` if malformed); `WouldBlock` when nothing is queued. Fewer than `BATCH` means the
+    /// queue ran dry. This default calls [`recv`](Self::recv) per slot.
+    fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
+        let mut n = 0;
+        while n < BATCH {
+            match self.recv(&mut batch.bufs[n]) {
+                Ok(f) => batch.frames[n] = Some(f),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => batch.frames[n] = None,
+                Err(e) if n == 0 => return Err(e),
+                // Reported again by the next call.
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
     /// Send one frame; `vnet` is only given to ports that take the header.
     fn send(&self, vnet: &VnetHdr, frame: &[u8]) -> io::Result<()>;
+    /// A socket that takes one frame, virtio-net header first, per message: several frames
+    /// then leave in one `sendmmsg`. `None` for ports that can only [`send`](Self::send).
+    fn tx_socket(&self) -> Option<RawFd> {
+        None
+    }
     /// Whether this port accepts GSO super-frames and partial checksums.
     fn takes_vnet_hdr(&self) -> bool;
     /// The kernel interface this port is attached to.

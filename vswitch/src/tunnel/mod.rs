@@ -1,9 +1,12 @@
-//! GRE tunnels: the raw socket that carries them and the pure encapsulation logic.
+//! GRE tunnels: the raw socket that sends them, the fanout sockets that receive them, and the
+//! pure encapsulation logic.
 
 pub mod decap;
+pub mod fanout;
 pub mod socket;
 
 pub use decap::{decap, DecapError, Decapped};
+pub use fanout::GreRx;
 pub use socket::GreSocket;
 
 /// Bytes the underlay adds to every tunnelled frame: outer IPv4 (20) + keyed GRE (8).

@@ -46,6 +46,19 @@ impl GreSocket {
         self.sock.as_raw_fd()
     }
 
+    /// Stop receiving: GRE arrives on the fanout sockets instead ([`super::fanout`]), and a
+    /// raw socket nobody reads would fill its queue with a copy of every packet. It must stay
+    /// open all the same: while a raw socket takes protocol 47, the kernel does not answer
+    /// our GRE with ICMP "protocol unreachable".
+    pub fn set_send_only(&self) -> io::Result<()> {
+        super::fanout::attach_filter(self.fd(), &super::fanout::DROP_ALL)?;
+        let _ = crate::port::sys::setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        // What queued before the filter went on.
+        let mut buf = [0u8; 64];
+        while self.recv(&mut buf).is_ok() {}
+        Ok(())
+    }
+
     /// Send one GRE packet (header + inner frame) to `remote`, without copying them together.
     pub fn send(&self, remote: Ipv4Addr, gre_header: &[u8], frame: &[u8]) -> io::Result<()> {
         self.send_parts(remote, &[IoSlice::new(gre_header), IoSlice::new(frame)])

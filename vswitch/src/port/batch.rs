@@ -1,0 +1,114 @@
+//! A worker's receive slots: `BATCH` buffers, each big enough for a 64 KB super-frame, filled
+//! by one `recvmmsg` call (or, for ports that cannot do that, one `recv` per slot). Allocated
+//! once per worker; nothing is allocated per frame.
+
+use super::{RxFrame, RX_BUF_LEN};
+use std::io;
+use std::os::fd::RawFd;
+
+/// Frames taken per receive call.
+pub const BATCH: usize = 32;
+
+pub struct RxBatch {
+    /// The slots. A frame lands at a fixed offset of its slot (see the receivers).
+    pub bufs: Vec<Box<[u8]>>,
+    /// Each received message's full length; more than its room when it was cut short.
+    pub lens: [usize; BATCH],
+    /// What a port receiver found in each slot: `None` for a malformed frame.
+    pub frames: [Option<RxFrame>; BATCH],
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// The slot offset `iovs` point at; `usize::MAX` before the first call.
+    offset: usize,
+}
+
+impl Default for RxBatch {
+    fn default() -> Self {
+        RxBatch::new()
+    }
+}
+
+impl RxBatch {
+    pub fn new() -> RxBatch {
+        RxBatch {
+            bufs: (0..BATCH).map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice()).collect(),
+            lens: [0; BATCH],
+            frames: [None; BATCH],
+            // SAFETY: iovec and mmsghdr are plain data; all-zero (null pointers) is valid, and
+            // they are filled in before every use.
+            iovs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            offset: usize::MAX,
+        }
+    }
+
+    /// Receive up to `BATCH` messages from `fd` with one `recvmmsg`, each written at `offset`
+    /// of its slot; their lengths go to `lens`. `WouldBlock` when nothing is queued.
+    pub fn recv_mmsg(&mut self, fd: RawFd, offset: usize) -> io::Result<usize> {
+        if offset != self.offset {
+            // The slots never move (boxed), so the pointers stay valid until the offset changes.
+            for i in 0..BATCH {
+                let room = &mut self.bufs[i][offset..];
+                self.iovs[i] = libc::iovec {
+                    iov_base: room.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: room.len(),
+                };
+                let h = &mut self.msgs[i].msg_hdr;
+                h.msg_iov = &mut self.iovs[i];
+                h.msg_iovlen = 1;
+            }
+            self.offset = offset;
+        }
+        // SAFETY: every mmsghdr points at one iovec covering a live, writable slot; no name
+        // or control buffers. MSG_TRUNC makes msg_len the message's full length.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (len, m) in self.lens.iter_mut().zip(&self.msgs).take(n) {
+            *len = m.msg_len as usize;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn receives_a_burst_in_one_call_and_reports_cut_lengths() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut batch = RxBatch::new();
+        assert_eq!(
+            batch.recv_mmsg(b.as_raw_fd(), 16).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        for i in 0..40u8 {
+            a.send(&[i; 100]).unwrap();
+        }
+        let n = batch.recv_mmsg(b.as_raw_fd(), 16).unwrap();
+        assert_eq!(n, BATCH);
+        for i in 0..n {
+            assert_eq!(batch.lens[i], 100);
+            assert_eq!(batch.bufs[i][16..116], [i as u8; 100]);
+        }
+        assert_eq!(batch.recv_mmsg(b.as_raw_fd(), 6).unwrap(), 40 - BATCH);
+        assert_eq!(batch.bufs[0][6..106], [BATCH as u8; 100]);
+        // Longer than the room from the offset: cut, with the full length reported.
+        a.send(&vec![7u8; RX_BUF_LEN]).unwrap();
+        assert_eq!(batch.recv_mmsg(b.as_raw_fd(), 16).unwrap(), 1);
+        assert_eq!(batch.lens[0], RX_BUF_LEN);
+    }
+}

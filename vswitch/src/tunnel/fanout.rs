@@ -1,0 +1,332 @@
+//! GRE receive spread over the workers.
+//!
+//! Every raw IPPROTO_GRE socket gets its own copy of each GRE packet, so several raw sockets
+//! would deliver every packet several times. Instead each worker gets an AF_PACKET socket on
+//! the underlay interface, and all of them join one PACKET_FANOUT group: the kernel hands each
+//! packet to exactly one member, chosen by a hash of its flow (for Ethernet-over-GRE the flow
+//! dissector looks into the inner frame, so the flows inside one tunnel spread too, each
+//! kept in order on one worker). PACKET_FANOUT_FLAG_DEFRAG reassembles IPv4 fragments before
+//! the choice, so a super-frame that crossed the underlay in fragments arrives whole, on one
+//! socket. A classic BPF filter keeps everything but IPv4 GRE to our underlay address out.
+//!
+//! The sockets are SOCK_DGRAM: reads start at the IPv4 header, as a raw socket's do, so
+//! [`decap`](super::decap) takes them unchanged. The raw socket stays for sending, with a
+//! filter that drops everything it would receive ([`GreSocket::set_send_only`]).
+//!
+//! [`GreSocket::set_send_only`]: super::GreSocket::set_send_only
+
+use crate::port::sys;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const ETH_P_IP: u16 = 0x0800;
+// From linux/if_packet.h.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_HASH: u32 = 0;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+/// Each socket queues up to this much: reassembled super-frames are charged for every
+/// fragment's buffer. Root may exceed rmem_max.
+const SOCKET_BUFFER: libc::c_int = 64 << 20;
+
+// Classic BPF opcodes (linux/bpf_common.h).
+const BPF_LD_B_ABS: u16 = 0x30;
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// Accept IPv4 packets of protocol 47 (GRE) to `local`, whole; drop everything else. Offsets
+/// are from the IPv4 header (SOCK_DGRAM packet sockets and raw IPv4 sockets both start there).
+pub fn gre_to(local: Ipv4Addr) -> [libc::sock_filter; 6] {
+    [
+        insn(BPF_LD_B_ABS, 0, 0, 9),
+        insn(BPF_JEQ_K, 0, 3, cloudrack_wire::gre::IPPROTO_GRE as u32),
+        insn(BPF_LD_W_ABS, 0, 0, 16),
+        insn(BPF_JEQ_K, 0, 1, u32::from(local)),
+        insn(BPF_RET_K, 0, 0, u32::MAX),
+        insn(BPF_RET_K, 0, 0, 0),
+    ]
+}
+
+/// Drop every packet.
+pub const DROP_ALL: [libc::sock_filter; 1] = [libc::sock_filter {
+    code: BPF_RET_K,
+    jt: 0,
+    jf: 0,
+    k: 0,
+}];
+
+/// Attach a classic BPF program to a socket.
+pub fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: fprog points at `prog`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// One member of the GRE fanout group, owned by one worker.
+pub struct GreRx {
+    fd: OwnedFd,
+}
+
+impl GreRx {
+    /// Open `n` sockets on `ifname` receiving GRE to `local`, joined in a new fanout group.
+    pub fn open_group(ifname: &str, local: Ipv4Addr, n: usize) -> io::Result<Vec<GreRx>> {
+        let ifindex = sys::ifindex(ifname)?;
+        let mut out = Vec::with_capacity(n);
+        let mut group = None;
+        for _ in 0..n.max(1) {
+            let rx = GreRx::open_one(ifindex, local)?;
+            group = Some(rx.join(group)?);
+            out.push(rx);
+        }
+        Ok(out)
+    }
+
+    fn open_one(ifindex: u32, local: Ipv4Addr) -> io::Result<GreRx> {
+        // Protocol 0 at creation: nothing is queued until bind(), and by then the filter is on.
+        // SAFETY: plain socket(2) call; the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        attach_filter(raw, &gre_to(local))?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        if sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+            let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+        }
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(GreRx { fd })
+    }
+
+    /// Join fanout group `group`, or, for the first socket, have the kernel pick an unused
+    /// group id (so another program's group on this interface is never joined by accident).
+    /// Returns the group id.
+    fn join(&self, group: Option<u16>) -> io::Result<u16> {
+        let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+        let arg = match group {
+            Some(id) => id as u32 | (mode << 16),
+            None => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+        };
+        let fd = self.fd.as_raw_fd();
+        sys::setsockopt_int(fd, libc::SOL_PACKET, PACKET_FANOUT, arg as libc::c_int)?;
+        if let Some(id) = group {
+            return Ok(id);
+        }
+        let mut val: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: val is writable for len bytes; the kernel writes at most len.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_FANOUT,
+                &mut val as *mut u32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(val as u16)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued. Returns the
+    /// packet's full length, which exceeds `buf.len()` if it was cut.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// Run a classic BPF program over `pkt` the way the kernel does for these few opcodes.
+    fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        let mut a: u32 = 0;
+        let mut pc = 0;
+        loop {
+            let i = prog[pc];
+            match i.code {
+                BPF_LD_B_ABS => match pkt.get(i.k as usize) {
+                    Some(b) => a = *b as u32,
+                    None => return 0,
+                },
+                BPF_LD_W_ABS => match pkt.get(i.k as usize..i.k as usize + 4) {
+                    Some(w) => a = u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+                    None => return 0,
+                },
+                BPF_JEQ_K => {
+                    pc += if a == i.k { i.jt } else { i.jf } as usize;
+                }
+                BPF_RET_K => return i.k,
+                c => panic!("opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn ipv4(proto: u8, dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn filter_takes_only_gre_to_us() {
+        let f = gre_to(Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(run(&f, &ipv4(47, [198, 18, 0, 1])), u32::MAX);
+        assert_eq!(run(&f, &ipv4(47, [198, 18, 0, 3])), 0, "GRE to another host");
+        assert_eq!(run(&f, &ipv4(17, [198, 18, 0, 1])), 0, "UDP to us");
+        assert_eq!(run(&f, &[0x45, 0, 0]), 0, "truncated");
+        assert_eq!(run(&DROP_ALL, &ipv4(47, [198, 18, 0, 1])), 0);
+    }
+
+    /// An Ethernet + IPv4 + UDP frame of `len` bytes from UDP port `sport`, under keyed GRE.
+    fn gre_udp(sport: u16, len: usize) -> Vec<u8> {
+        let mut g = vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7];
+        let mut f = vec![0u8; len];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&9u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((len - 34) as u16).to_be_bytes());
+        for (i, b) in f[42..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        g.extend_from_slice(&f);
+        g
+    }
+
+    /// In a network namespace of its own (root only; skipped otherwise): GRE sent through the
+    /// raw socket to 127.0.0.1 reaches exactly one fanout member per packet, flows spread over
+    /// the members, a packet fragmented by a 1500-byte MTU arrives reassembled, and the
+    /// send-only raw socket queues nothing.
+    #[test]
+    fn fanout_spreads_reassembles_and_never_duplicates() {
+        let t = std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread, which owns nothing yet.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                println!("skipped: no CAP_SYS_ADMIN for a network namespace");
+                return;
+            }
+            let ok = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "mtu", "1500", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                println!("skipped: cannot configure lo");
+                return;
+            }
+            let lo = Ipv4Addr::LOCALHOST;
+            let members = GreRx::open_group("lo", lo, 2).expect("fanout group");
+            let raw = crate::tunnel::GreSocket::open(lo).expect("raw GRE socket");
+            raw.set_send_only().expect("send-only filter");
+
+            let mut sent = Vec::new();
+            for sport in 1000..1032u16 {
+                sent.push(gre_udp(sport, 200));
+            }
+            sent.push(gre_udp(4242, 20_000));
+            for p in &sent {
+                raw.send_parts(lo, &[std::io::IoSlice::new(p)]).expect("send");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+
+            let mut buf = vec![0u8; 70_000];
+            let mut per_member = [0usize; 2];
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for (m, rx) in members.iter().enumerate() {
+                while let Ok(n) = rx.recv(&mut buf) {
+                    per_member[m] += 1;
+                    let d = crate::tunnel::decap(&buf[..n]).expect("decap");
+                    assert_eq!((d.src, d.key), (lo, 7));
+                    got.push(buf[20..n].to_vec());
+                }
+            }
+            assert_eq!(got.len(), sent.len(), "per member {per_member:?}");
+            let mut a = got.clone();
+            let mut b = sent.clone();
+            a.sort();
+            b.sort();
+            assert!(a == b, "every packet exactly once, byte for byte");
+            assert!(per_member.iter().all(|&n| n > 0), "flows spread: {per_member:?}");
+            let big = got.iter().find(|p| p.len() > 20_000).expect("the fragmented packet");
+            assert_eq!(big.len(), 8 + 20_000);
+            assert!(raw.recv(&mut buf).is_err(), "the raw socket queued a packet");
+        });
+        t.join().unwrap();
+    }
+}
