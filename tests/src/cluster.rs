@@ -252,6 +252,21 @@ impl Cluster {
         (ns, tap)
     }
 
+    /// Move a `vm_system` VM from host `from` to host `to` by hand: its NIC on `from` goes
+    /// away (port deleted), a new one with the same MAC and address appears as a port on `to`.
+    /// Returns the new host-side interface. The VM has not announced itself yet.
+    pub fn move_vm_system(&self, vm: &Vm, from: usize, to: usize) -> String {
+        self.ctl(from, &["del-port", &vm.host_if]);
+        vm.ns.ip(&["link", "del", &vm.ifname]);
+        let new_if = format!("mv{}", crate::unique_tag());
+        crate::veth_into(&vm.ns, &vm.ifname, &self.net[to].ns, &new_if);
+        set_mac(&vm.ns, &vm.ifname, &vm.mac);
+        add_addr(&vm.ns, &vm.ifname, &vm.ip_cidr);
+        link_up(&vm.ns, &vm.ifname);
+        self.ctl(to, &["add-port", &new_if]);
+        new_if
+    }
+
     pub fn kill_controller(&mut self) {
         if let Some(mut c) = self.controller.take() {
             c.signal(libc::SIGKILL);

@@ -314,14 +314,7 @@ fn the_master_dies_mid_transfer_and_a_standby_takes_over() {
     );
 
     // A VM move under the new master: m leaves host 1 for host 2.
-    c.ctl(1, &["del-port", &mv.host_if]);
-    mv.ns.ip(&["link", "del", "eth0"]);
-    let new_if = format!("mv{}", unique_tag());
-    veth_into(&mv.ns, "eth0", &c.net[2].ns, &new_if);
-    set_mac(&mv.ns, "eth0", "02:00:00:00:02:0c");
-    add_addr(&mv.ns, "eth0", "10.0.2.12/24");
-    link_up(&mv.ns, "eth0");
-    c.ctl(2, &["add-port", &new_if]);
+    c.move_vm_system(&mv, 1, 2);
     let moved_at = Instant::now();
     send_garp(
         &mv.ns,

@@ -143,14 +143,7 @@ fn vm_moves_between_hosts() {
     assert!(ping(&a.ns, "10.0.0.11", 3, Duration::from_secs(10)));
 
     // Move: the NIC on host B goes away, a new one with the same MAC/IP appears on host C.
-    c.ctl(1, &["del-port", &m.host_if]);
-    m.ns.ip(&["link", "del", "eth0"]);
-    let new_if = format!("mv{}", unique_tag());
-    veth_into(&m.ns, "eth0", &c.net[2].ns, &new_if);
-    set_mac(&m.ns, "eth0", "02:00:00:00:00:0b");
-    add_addr(&m.ns, "eth0", "10.0.0.11/24");
-    link_up(&m.ns, "eth0");
-    c.ctl(2, &["add-port", &new_if]);
+    c.move_vm_system(&m, 1, 2);
 
     let moved_at = Instant::now();
     send_garp(

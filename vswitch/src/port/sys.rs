@@ -151,6 +151,28 @@ pub fn setsockopt_int(fd: i32, level: libc::c_int, name: libc::c_int, value: lib
 }
 
 /// Write one frame preceded by its virtio-net header, without copying them together.
+/// Bind an AF_PACKET socket to one interface and one ethertype (network byte order is done
+/// here: pass e.g. `ETH_P_ALL`).
+pub fn bind_packet(fd: i32, protocol: u16, ifindex: u32) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn write_with_vnet_hdr(fd: i32, vnet: &cloudrack_wire::vnet_hdr::VnetHdr, frame: &[u8]) -> io::Result<()> {
     let mut hdr = [0u8; cloudrack_wire::vnet_hdr::LEN];
     vnet.emit(&mut hdr);
