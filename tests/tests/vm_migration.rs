@@ -145,10 +145,11 @@ fn ms(v: &serde_json::Value) -> String {
 /// guest's kernel panics right after RESUME (seen in about 1 of 15 migrations, with or without
 /// traffic through Cloud Rack; the switch only hands frames to a tap and cannot reach guest
 /// memory). When, and only when, the migrated guest's console shows a kernel panic, the whole
-/// scenario runs once more with fresh VMs, saying so loudly. Any other failure fails the test.
+/// scenario runs again with fresh VMs (at most twice more: two such panics in a row were seen
+/// once in CI), saying so loudly. Any other failure fails the test.
 #[test]
 fn live_migration_during_tcp_transfer_keeps_every_byte() {
-    const ATTEMPTS: usize = 2;
+    const ATTEMPTS: usize = 3;
     for attempt in 1..=ATTEMPTS {
         let started = std::time::SystemTime::now();
         let result = std::panic::catch_unwind(migration_scenario);
