@@ -193,6 +193,10 @@ fn check_gso(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, OffloadError> {
     if lay.l4_proto != expected_proto {
         return Err(OffloadError::Malformed("GSO type does not match the L4 protocol"));
     }
+    // As the kernel's virtio_net_hdr_to_skb: TCPV4 means an IPv4 frame, TCPV6 an IPv6 one.
+    if (kind == vnet_hdr::GSO_TCPV4 && !lay.ipv4) || (kind == vnet_hdr::GSO_TCPV6 && lay.ipv4) {
+        return Err(OffloadError::Malformed("GSO type does not match the IP version"));
+    }
     if hdr.gso_size == 0 {
         return Err(OffloadError::Malformed("gso_size is 0"));
     }
@@ -390,6 +394,22 @@ mod test {
         assert!(segs.iter().all(|s| s.len() <= 14 + 20 + 20 + 1000));
         let joined: Vec<u8> = check_segments(&segs).into_iter().flat_map(|s| s.4).collect();
         assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn a_gso_type_for_the_other_ip_version_is_refused() {
+        let frame = tcp4_frame(&payload(3000), false);
+        let mut scratch = vec![0u8; 70_000];
+        let r = segment(&frame, &gso_hdr(vnet_hdr::GSO_TCPV6, 1200), 0, &mut scratch, |_| {});
+        assert!(matches!(r, Err(OffloadError::Malformed(_))), "{r:?}");
+        let mut v6 = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv6([1; 16], [2; 16], 64)
+            .tcp(1, 2, 5, 1000)
+            .write(&mut v6, &payload(3000))
+            .unwrap();
+        let r = segment(&v6, &gso_hdr(vnet_hdr::GSO_TCPV4, 1200), 0, &mut scratch, |_| {});
+        assert!(matches!(r, Err(OffloadError::Malformed(_))), "{r:?}");
     }
 
     #[test]
