@@ -10,7 +10,7 @@ use super::batch::RxBatch;
 use super::{sys, PortIo, RxFrame, RX_HEADROOM};
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 const ETH_P_ALL: u16 = 0x0003;
 // From linux/if_packet.h; libc lacks the newer ones on some versions.
@@ -31,21 +31,9 @@ impl AfPacketPort {
         let ifindex = sys::ifindex(ifname)?;
         // Up before bind: binding to a down interface leaves an ENETDOWN for the first recv.
         sys::set_up(ifname)?;
-        // Protocol 0 at creation: nothing is queued until bind() names the interface, so no
-        // frame of another interface slips in between.
-        // SAFETY: plain socket(2) call; the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Protocol 0 at creation: no frame of another interface slips in before bind().
+        let fd = sys::packet_socket(libc::SOCK_RAW)?;
+        let raw = fd.as_raw_fd();
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         // Bigger queues ride out bursts while a worker is busy; failure only costs headroom.
@@ -69,19 +57,7 @@ impl PortIo for AfPacketPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<RxFrame> {
         let start = RX_HEADROOM - vnet_hdr::LEN;
         let room = &mut buf[start..];
-        // SAFETY: room is a valid writable buffer of the given length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                room.as_mut_ptr() as *mut libc::c_void,
-                room.len(),
-                libc::MSG_TRUNC,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        let n = sys::recv(self.fd.as_raw_fd(), room, libc::MSG_TRUNC)?;
         super::vnet_rx_frame(room, n)
     }
 

@@ -133,20 +133,49 @@ pub fn iface_with_ipv4(ip: std::net::Ipv4Addr) -> io::Result<Option<String>> {
 
 /// Set an integer socket option.
 pub fn setsockopt_int(fd: i32, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, level, name, &value)
+}
+
+/// setsockopt(2) with any plain value (an int, a `sock_fprog`, ...).
+pub fn setsockopt<T>(fd: i32, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: the value lives across the call and its size is passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// A non-blocking AF_PACKET socket of `kind` (SOCK_RAW or SOCK_DGRAM). Protocol 0 at creation:
+/// nothing is queued until bind() names the interface (and a filter can go on before that).
+pub fn packet_socket(kind: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// recv(2) into `buf`. With MSG_TRUNC in `flags` a packet socket returns the full length of
+/// a packet that did not fit.
+pub fn recv(fd: i32, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -195,36 +224,11 @@ pub fn write_with_vnet_hdr(fd: i32, vnet: &cloudrack_wire::vnet_hdr::VnetHdr, fr
     }
 }
 
-/// Format a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-/// Parse `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for o in out.iter_mut() {
-        *o = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+pub use cloudrack_wire::mac::{fmt as fmt_mac, parse as parse_mac};
 
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn mac_round_trip() {
-        let m = [0x02, 0, 0xab, 0xcd, 0xef, 0x01];
-        assert_eq!(parse_mac(&fmt_mac(&m)), Some(m));
-        assert_eq!(parse_mac("02:00:ab"), None);
-        assert_eq!(parse_mac("02:00:ab:cd:ef:01:02"), None);
-        assert_eq!(parse_mac("zz:00:ab:cd:ef:01"), None);
-    }
 
     #[test]
     fn finds_loopback_by_address() {

@@ -18,7 +18,7 @@
 use crate::port::sys;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 const ETH_P_IP: u16 = 0x0800;
 // From linux/if_packet.h.
@@ -68,21 +68,8 @@ pub fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: fprog points at `prog`, which outlives the call; the kernel copies it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    // fprog points at `prog`, which outlives the call; the kernel copies it.
+    sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 /// One member of the GRE fanout group, owned by one worker.
@@ -106,19 +93,8 @@ impl GreRx {
 
     fn open_one(ifindex: u32, local: Ipv4Addr) -> io::Result<GreRx> {
         // Protocol 0 at creation: nothing is queued until bind(), and by then the filter is on.
-        // SAFETY: plain socket(2) call; the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::packet_socket(libc::SOCK_DGRAM)?;
+        let raw = fd.as_raw_fd();
         attach_filter(raw, &gre_to(local))?;
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         if sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
@@ -167,20 +143,7 @@ impl GreRx {
     /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued. Returns the
     /// packet's full length, which exceeds `buf.len()` if it was cut.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        sys::recv(self.fd.as_raw_fd(), buf, libc::MSG_TRUNC)
     }
 }
 

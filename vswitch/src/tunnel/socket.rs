@@ -73,19 +73,6 @@ impl GreSocket {
 
     /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.sock.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        crate::port::sys::recv(self.sock.as_raw_fd(), buf, 0)
     }
 }

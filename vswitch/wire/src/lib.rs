@@ -5,6 +5,7 @@
 //! `Repr` (or owned message type) with symmetric `parse`/`emit`. No I/O lives here.
 
 pub mod gre;
+pub mod mac;
 pub mod ofp;
 pub mod ofp_stream;
 pub mod tccs;
