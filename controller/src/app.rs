@@ -136,12 +136,7 @@ const FLOW_PRIORITY: u16 = 100;
 /// Cookie marking our flows (so a controller restart recognises them).
 const COOKIE: u64 = 0xc10d_0000_0000_0000;
 
-fn fmt_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
+use cloudrack_wire::mac::fmt as fmt_mac;
 
 /// Wall-clock milliseconds, so a test can time a failover across processes from the logs.
 fn unix_ms() -> u64 {
@@ -1316,6 +1311,13 @@ mod test {
         }
     }
 
+    /// Whether `bodies` hold a ROLE_REQUEST for `role` with `generation`.
+    fn asks_role(bodies: &[Body], role: u32, generation: u64) -> bool {
+        bodies
+            .iter()
+            .any(|b| matches!(b, Body::RoleRequest(rr) if rr.role == role && rr.generation_id == generation))
+    }
+
     #[test]
     fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
         let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1335,11 +1337,7 @@ mod test {
         // Told who is master, a standby declares itself SLAVE with that generation.
         for d in 1..=2 {
             let bodies = r.drain(d);
-            assert!(
-                bodies.iter().any(|b| matches!(b, Body::RoleRequest(rr)
-                    if rr.role == ofp::OFPCR_ROLE_SLAVE && rr.generation_id == 41)),
-                "{bodies:?}"
-            );
+            assert!(asks_role(&bodies, ofp::OFPCR_ROLE_SLAVE, 41), "{bodies:?}");
         }
         // Traffic reaches a standby only by mistake: it acts on none of it and writes nothing.
         r.packet_in(1, 1, VM_M, VM_A);
@@ -1351,8 +1349,7 @@ mod test {
         for d in 1..=2 {
             let bodies = r.drain(d);
             assert!(
-                bodies.iter().any(|b| matches!(b, Body::RoleRequest(rr)
-                    if rr.role == ofp::OFPCR_ROLE_MASTER && rr.generation_id == 42)),
+                asks_role(&bodies, ofp::OFPCR_ROLE_MASTER, 42),
                 "no MASTER request to {d}: {bodies:?}"
             );
             assert!(

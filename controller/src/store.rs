@@ -53,8 +53,6 @@ pub struct Snapshot {
 pub enum StoreError {
     #[error("etcd: {0}")]
     Etcd(String),
-    #[error("the store's writer has stopped")]
-    Stopped,
 }
 
 pub trait Store: Send {

@@ -157,8 +157,12 @@ impl Tccs {
         }
         self.by_port.insert((dpid, port_no), k);
         self.tunnels.insert(k, t);
-        // Continue after the highest reported port, within our range (a report outside it is
-        // a static or foreign port number and says nothing about ours).
+        self.port_in_use(dpid, port_no);
+    }
+
+    /// Hand out ports after the highest one known in use, within our range (a number outside
+    /// it is a static or foreign port and says nothing about ours).
+    fn port_in_use(&mut self, dpid: u64, port_no: u32) {
         if let Some(h) = self.hosts.get_mut(&dpid) {
             if (FIRST_TUNNEL_PORT..LAST_TUNNEL_PORT).contains(&port_no) {
                 h.next_tunnel_port = h.next_tunnel_port.max(port_no + 1);
@@ -190,13 +194,8 @@ impl Tccs {
             key: t.key,
         };
         self.insert(t);
-        for (d, p) in [(t.a, t.port_a), (t.b, t.port_b)] {
-            if let Some(h) = self.hosts.get_mut(&d) {
-                if p < LAST_TUNNEL_PORT {
-                    h.next_tunnel_port = h.next_tunnel_port.max(p + 1);
-                }
-            }
-        }
+        self.port_in_use(t.a, t.port_a);
+        self.port_in_use(t.b, t.port_b);
         true
     }
 

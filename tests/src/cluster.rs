@@ -369,6 +369,11 @@ pub fn tcp_transfer_paced(
     started.elapsed()
 }
 
+/// A VM's gratuitous ARP for its own MAC and address, as it announces itself after a move.
+pub fn announce(vm: &Vm) {
+    send_garp(&vm.ns, &vm.ifname, mac_bytes(&vm.mac), vm.ip);
+}
+
 /// Send one gratuitous ARP (request for our own IP, broadcast) from `ifname` in `ns`, as a VM
 /// announces itself after a move.
 pub fn send_garp(ns: &Netns, ifname: &str, mac: [u8; 6], ip: Ipv4Addr) {

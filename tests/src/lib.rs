@@ -39,7 +39,7 @@ mod util;
 
 pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
 pub use cluster::{
-    controller_status_of, mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer,
+    announce, controller_status_of, mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer,
     tcp_transfer_paced, Cluster, CONTROLLER_PORT,
 };
 pub use etcd::{EtcdCluster, ETCD_CLIENT_PORT};

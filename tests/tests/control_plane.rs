@@ -37,6 +37,22 @@ fn log_line(p: &Proc, needle: &str) -> Option<String> {
     p.logs().lines().find(|l| l.contains(needle)).map(String::from)
 }
 
+/// `n_hosts` hosts with switches, one etcd member on host 0, and a controller on it started
+/// with `--etcd` and `args`, elected master. Returns the deployment, etcd and its endpoints.
+fn on_etcd(n_hosts: usize, args: &[&str]) -> (Cluster, EtcdCluster, String) {
+    let net = HostNet::new(n_hosts);
+    let etcd = EtcdCluster::start(&net, &[0]);
+    let endpoints = etcd.endpoints();
+    let mut all = vec!["--etcd", endpoints.as_str()];
+    all.extend_from_slice(args);
+    let mut c = Cluster::start_on(net, n_hosts, &all, &[]);
+    c.controller
+        .as_mut()
+        .unwrap()
+        .expect_log("took over as master", Duration::from_secs(10));
+    (c, etcd, endpoints)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -47,26 +63,14 @@ fn now_ms() -> u64 {
 #[test]
 fn a_controller_restarted_on_etcd_resumes_with_every_registry() {
     let _logs = TestLogs::new("controller_restarted_on_etcd");
-    let net = HostNet::new(3);
-    let etcd = EtcdCluster::start(&net, &[0]);
-    let endpoints = etcd.endpoints();
-    let mut c = Cluster::start_on(net, 3, &["--etcd", &endpoints, "--election-ttl", "1s"], &[]);
-    c.controller
-        .as_mut()
-        .unwrap()
-        .expect_log("took over as master", Duration::from_secs(10));
+    let (mut c, etcd, endpoints) = on_etcd(3, &["--election-ttl", "1s"]);
 
     let a = c.vm_system(0, "a", "02:00:00:00:01:0a", "10.0.1.10/24", 0);
     let _b = c.vm_system(1, "b", "02:00:00:00:01:0b", "10.0.1.11/24", 0);
     let d = c.vm_system(2, "d", "02:00:00:00:01:0d", "10.0.1.12/24", 0);
     assert!(ping(&a.ns, "10.0.1.11", 2, Duration::from_secs(10)), "a -> b");
     // d only announces itself: the controller knows where it is, nobody forwards to it.
-    send_garp(
-        &d.ns,
-        "eth0",
-        mac_bytes("02:00:00:00:01:0d"),
-        Ipv4Addr::new(10, 0, 1, 12),
-    );
+    announce(&d);
     // a reaches d without ARP, so its first frame to d is a unicast the controller must place.
     a.ns.ip(&[
         "neigh",
@@ -136,6 +140,7 @@ fn a_controller_restarted_on_etcd_resumes_with_every_registry() {
     );
     assert_eq!(status["role"], "master");
     assert_eq!(status["store"]["backend"], "etcd");
+    drop(c);
     drop(etcd);
 }
 
@@ -316,12 +321,7 @@ fn the_master_dies_mid_transfer_and_a_standby_takes_over() {
     // A VM move under the new master: m leaves host 1 for host 2.
     c.move_vm_system(&mv, 1, 2);
     let moved_at = Instant::now();
-    send_garp(
-        &mv.ns,
-        "eth0",
-        mac_bytes("02:00:00:00:02:0c"),
-        Ipv4Addr::new(10, 0, 2, 12),
-    );
+    announce(&mv);
     let reachable = wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
         ping(&a.ns, "10.0.2.12", 1, Duration::from_millis(200))
     });
@@ -377,14 +377,7 @@ fn the_master_dies_mid_transfer_and_a_standby_takes_over() {
 #[test]
 fn a_vanished_host_expires_from_etcd() {
     let _logs = TestLogs::new("vanished_host_expires");
-    let net = HostNet::new(2);
-    let etcd = EtcdCluster::start(&net, &[0]);
-    let endpoints = etcd.endpoints();
-    let mut c = Cluster::start_on(net, 2, &["--etcd", &endpoints, "--host-ttl", "2s"], &[]);
-    c.controller
-        .as_mut()
-        .unwrap()
-        .expect_log("took over as master", Duration::from_secs(10));
+    let (mut c, etcd, endpoints) = on_etcd(2, &["--host-ttl", "2s"]);
     let a = c.vm_system(0, "a", "02:00:00:00:03:0a", "10.0.3.10/24", 0);
     let _b = c.vm_system(1, "b", "02:00:00:00:03:0b", "10.0.3.11/24", 0);
     assert!(ping(&a.ns, "10.0.3.11", 2, Duration::from_secs(10)), "a -> b");
@@ -441,5 +434,6 @@ fn a_vanished_host_expires_from_etcd() {
         hosts(&reg).contains(&dpid(0)),
         "host 0 expired while connected: {reg:#}"
     );
+    drop(c);
     drop(etcd);
 }

@@ -146,12 +146,7 @@ fn vm_moves_between_hosts() {
     c.move_vm_system(&m, 1, 2);
 
     let moved_at = Instant::now();
-    send_garp(
-        &m.ns,
-        "eth0",
-        mac_bytes("02:00:00:00:00:0b"),
-        Ipv4Addr::new(10, 0, 0, 11),
-    );
+    announce(&m);
     let reachable = wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
         ping(&a.ns, "10.0.0.11", 1, Duration::from_millis(200))
     });

@@ -250,7 +250,7 @@ fn a_vm_sending_with_another_vms_mac_steals_nothing() {
     let v2 = c.vm_system_bound(2, "v2", V_MAC, "10.60.0.2/24", 0);
     v.ns.ip(&["link", "set", "eth0", "down"]);
     let moved = Instant::now();
-    send_garp(&v2.ns, "eth0", mac_bytes(V_MAC), v_ip);
+    announce(&v2);
     let reachable = wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
         ping(&p.ns, "10.60.0.2", 1, Duration::from_millis(300))
     });

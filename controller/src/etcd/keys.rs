@@ -39,24 +39,11 @@ pub fn election(prefix: &str) -> String {
     format!("{prefix}/election")
 }
 
-pub fn fmt_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
+pub use cloudrack_wire::mac::fmt as fmt_mac;
 
+/// A MAC in the canonical form we write (`02:00:00:00:0a:ff`); anything else is not our key.
 pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    cloudrack_wire::mac::parse(s).filter(|m| fmt_mac(m) == s)
 }
 
 /// The key's meaning, or None for a key that is not ours (or malformed).

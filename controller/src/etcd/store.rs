@@ -36,7 +36,6 @@ enum Cmd {
 #[derive(Default)]
 struct Leases {
     by_host: HashMap<u64, i64>,
-    hosts: HashMap<u64, HostRecord>,
     up: HashSet<u64>,
 }
 
@@ -141,7 +140,9 @@ impl Store for EtcdStore {
             };
             let parsed = match keys::parse(&etcd.prefix, key) {
                 Some(keys::Key::Host(dpid)) => keys::parse_host(dpid, kv.value()).map(|h| {
-                    adopted.push((h, kv.lease()));
+                    if kv.lease() != 0 {
+                        adopted.push((dpid, kv.lease()));
+                    }
                     snap.hosts.push(h)
                 }),
                 Some(keys::Key::Tunnel { a, b, key }) => {
@@ -165,12 +166,7 @@ impl Store for EtcdStore {
         }
         // Keep alive (and write under) the leases the previous master made.
         let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        for (h, lease) in adopted {
-            if lease != 0 {
-                l.by_host.insert(h.dpid, lease);
-            }
-            l.hosts.insert(h.dpid, h);
-        }
+        l.by_host.extend(adopted);
         Ok(snap)
     }
 
@@ -290,11 +286,6 @@ impl Writer {
                         underlay_mac: *underlay_mac,
                     };
                     let lease = self.ensure_lease(*dpid).await?;
-                    self.leases
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .hosts
-                        .insert(*dpid, h);
                     push(keys::host(p, *dpid), Op::Put(keys::host_value(&h), lease));
                 }
                 Change::HostUp { dpid } => {
