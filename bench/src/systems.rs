@@ -432,6 +432,7 @@ fn setup_ovs(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
 
 fn add_bridge(ns: &Netns) {
     ns.ip(&["link", "add", BRIDGE, "type", "bridge", "stp_state", "0"]);
+    cloudrack_tests::bridge_netfilter_off(ns);
     ns.ip(&["link", "set", "dev", BRIDGE, "up"]);
 }
 

@@ -48,8 +48,8 @@ pub use logs::{
     TempDir, TestLogs, LOG_TAIL_LINES,
 };
 pub use netns::{
-    add_addr, get_mac, link_names, link_up, netns_list, root_link_names, set_mac, set_mtu, veth_into, Netns,
-    NETNS_RUN_DIR,
+    add_addr, bridge_netfilter_off, get_mac, link_names, link_up, netns_list, root_link_names, set_mac, set_mtu,
+    veth_into, Netns, NETNS_RUN_DIR,
 };
 pub use ovs::{OvsHost, OVS_SCHEMA, OVS_UNDERLAY_BRIDGE};
 pub use ping::{ping, ping_stats, PingStats, PING_INTERVAL};

@@ -259,6 +259,20 @@ pub fn add_addr(ns: &Netns, ifname: &str, ip_cidr: &str) {
     ns.ip(&["addr", "add", ip_cidr, "dev", ifname]);
 }
 
+/// Stops the namespace's bridges from passing frames through iptables (br_netfilter, which
+/// Docker loads machine-wide, switches that on in every new namespace). A bridge standing in
+/// for a physical switch should not filter, and a bridge under test should run the way a
+/// dedicated VM host runs it. Does nothing where br_netfilter is not loaded.
+pub fn bridge_netfilter_off(ns: &Netns) {
+    let script = "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e \"$f\" ] && echo 0 > \"$f\"; done; true";
+    let out = ns.exec(&["sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "bridge_netfilter_off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Brings an interface up.
 pub fn link_up(ns: &Netns, ifname: &str) {
     ns.ip(&["link", "set", "dev", ifname, "up"]);

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::ops::Index;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::netns::{add_addr, link_up, set_mtu, veth_into, Netns};
+use crate::netns::{add_addr, bridge_netfilter_off, link_up, set_mtu, veth_into, Netns};
 use crate::util::{sanitize_name, unique_tag};
 
 /// Name of the underlay interface [`HostNet`] gives every host.
@@ -23,6 +23,7 @@ impl Wan {
     pub fn new() -> Wan {
         let ns = Netns::new("crwan");
         ns.ip(&["link", "add", "br0", "type", "bridge", "stp_state", "0"]);
+        bridge_netfilter_off(&ns);
         link_up(&ns, "br0");
         Wan {
             ns,

@@ -58,6 +58,7 @@ fn main() {
         workers: 1,
         gre: None,
         gre_fanout: None,
+        claim_host_gre: false,
         underlay_mtu: 1500,
         packet_in_rate: 0,
         packet_in_burst: 0,

@@ -84,6 +84,12 @@ struct Args {
     /// takes by itself when fanout cannot be set up).
     #[arg(long)]
     gre_raw_receive: bool,
+    /// Let the host's IP stack process GRE to the underlay address as well. By default, once
+    /// the fanout sockets have a packet, a tc ingress (tcx) program on the underlay interface
+    /// drops it, so the kernel does not reassemble and deliver every tunnel packet a second
+    /// time; it is detached when the switch exits.
+    #[arg(long)]
+    keep_host_gre: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -177,6 +183,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         workers: args.workers,
         gre: Some(gre),
         gre_fanout: (!args.gre_raw_receive).then(|| (underlay_if.clone(), args.underlay_ip)),
+        claim_host_gre: !args.keep_host_gre,
         underlay_mtu,
         packet_in_rate: args.packet_in_rate,
         packet_in_burst: args.packet_in_rate.max(10),

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::tunnel::{GreRx, GreSocket};
+use crate::tunnel::{GreClaim, GreRx, GreSocket};
 
 /// A frame for the controller.
 #[derive(Debug, Clone)]
@@ -66,6 +66,23 @@ pub struct Shared {
 pub struct Datapath {
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Held for its lifetime: dropping it detaches the program.
+    _gre_claim: Option<GreClaim>,
+}
+
+/// Attach the [`GreClaim`]; without it the host's IP stack also processes every GRE packet
+/// (and its filter-dropping raw socket keeps that harmless), so failing is only slower.
+fn claim_gre(ifname: &str, local: std::net::Ipv4Addr) -> Option<GreClaim> {
+    match crate::port::sys::ifindex(ifname).and_then(|ifindex| GreClaim::attach(ifindex, local)) {
+        Ok(c) => {
+            tracing::info!(interface = %ifname, "GRE to us claimed at tc ingress: the host's IP stack no longer processes it too");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(interface = %ifname, error = %e, "cannot attach the tcx GRE claim; the host's IP stack also processes every GRE packet");
+            None
+        }
+    }
 }
 
 pub struct DatapathConfig {
@@ -74,6 +91,9 @@ pub struct DatapathConfig {
     /// The underlay interface and address, to receive GRE on all workers (see
     /// `tunnel::fanout`); `None` receives on the raw socket.
     pub gre_fanout: Option<(String, std::net::Ipv4Addr)>,
+    /// Drop GRE to us at the underlay's tc ingress once the fanout has it (see
+    /// `tunnel::claim`).
+    pub claim_host_gre: bool,
     pub underlay_mtu: usize,
     pub packet_in_rate: u32,
     pub packet_in_burst: u32,
@@ -101,15 +121,19 @@ impl Datapath {
         }
         let mut gre_rx: Vec<Option<GreRx>> = (0..workers).map(|_| None).collect();
         let mut gre_rx_raw = cfg.gre.is_some();
+        let mut gre_claim = None;
         if let (Some(gre), Some((ifname, local))) = (&cfg.gre, &cfg.gre_fanout) {
-            match GreRx::open_group(ifname, *local, workers).and_then(|socks| {
+            match GreRx::open_group(ifname, *local, workers).and_then(|group| {
                 gre.set_send_only()?;
-                Ok(socks)
+                Ok(group)
             }) {
-                Ok(socks) => {
-                    gre_rx = socks.into_iter().map(Some).collect();
+                Ok(group) => {
+                    gre_rx = group.members.into_iter().map(Some).collect();
                     gre_rx_raw = false;
                     tracing::info!(interface = %ifname, workers, "GRE received on all workers (AF_PACKET fanout)");
+                    if cfg.claim_host_gre && group.ahead_of_ingress {
+                        gre_claim = claim_gre(ifname, *local);
+                    }
                 }
                 Err(e) => tracing::warn!(
                     interface = %ifname, error = %e,
@@ -146,7 +170,11 @@ impl Datapath {
             threads.push(handle);
         }
         Ok((
-            Datapath { shared, threads },
+            Datapath {
+                shared,
+                threads,
+                _gre_claim: gre_claim,
+            },
             DatapathChannels {
                 packet_in_rx,
                 events_rx,

@@ -9,6 +9,12 @@
 //! the choice, so a super-frame that crossed the underlay in fragments arrives whole, on one
 //! socket. A classic BPF filter keeps everything but IPv4 GRE to our underlay address out.
 //!
+//! The sockets listen to every protocol (ETH_P_ALL), so the kernel hands them each packet
+//! before its ingress hooks, where [`claim`](super::claim) then drops GRE to us before the
+//! host's IP stack processes it again. PACKET_FANOUT_FLAG_IGNORE_OUTGOING keeps the packets
+//! we send ourselves out of the group. A kernel without that flag gets sockets bound to IPv4
+//! only, behind the ingress hooks, and no claim.
+//!
 //! The sockets are SOCK_DGRAM: reads start at the IPv4 header, as a raw socket's do, so
 //! [`decap`](super::decap) takes them unchanged. The raw socket stays for sending, with a
 //! filter that drops everything it would receive ([`GreSocket::set_send_only`]).
@@ -21,11 +27,13 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ALL: u16 = 0x0003;
 // From linux/if_packet.h.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_FANOUT_HASH: u32 = 0;
 const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 /// Each socket queues up to this much: reassembled super-frames are charged for every
 /// fragment's buffer. Root may exceed rmem_max.
@@ -33,6 +41,7 @@ const SOCKET_BUFFER: libc::c_int = 64 << 20;
 
 // Classic BPF opcodes (linux/bpf_common.h).
 const BPF_LD_B_ABS: u16 = 0x30;
+const BPF_LD_H_ABS: u16 = 0x28;
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_RET_K: u16 = 0x06;
@@ -41,10 +50,15 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
+/// The ancillary load of the packet's ethertype, in host order (SKF_AD_OFF + SKF_AD_PROTOCOL).
+const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+
 /// Accept IPv4 packets of protocol 47 (GRE) to `local`, whole; drop everything else. Offsets
 /// are from the IPv4 header (SOCK_DGRAM packet sockets and raw IPv4 sockets both start there).
-pub fn gre_to(local: Ipv4Addr) -> [libc::sock_filter; 6] {
+pub fn gre_to(local: Ipv4Addr) -> [libc::sock_filter; 8] {
     [
+        insn(BPF_LD_H_ABS, 0, 0, SKF_AD_PROTOCOL),
+        insn(BPF_JEQ_K, 0, 5, u32::from(ETH_P_IP)),
         insn(BPF_LD_B_ABS, 0, 0, 9),
         insn(BPF_JEQ_K, 0, 3, cloudrack_wire::gre::IPPROTO_GRE as u32),
         insn(BPF_LD_W_ABS, 0, 0, 16),
@@ -77,21 +91,46 @@ pub struct GreRx {
     fd: OwnedFd,
 }
 
+/// The fanout group's sockets, and whether they see packets ahead of the ingress hooks (so
+/// that a [`claim`](super::claim) cannot starve them).
+pub struct GreRxGroup {
+    pub members: Vec<GreRx>,
+    pub ahead_of_ingress: bool,
+}
+
 impl GreRx {
-    /// Open `n` sockets on `ifname` receiving GRE to `local`, joined in a new fanout group.
-    pub fn open_group(ifname: &str, local: Ipv4Addr, n: usize) -> io::Result<Vec<GreRx>> {
+    /// Open `n` sockets on `ifname` receiving GRE to `local`, joined in a new fanout group:
+    /// ahead of the ingress hooks where the kernel allows it, else on IPv4 behind them.
+    pub fn open_group(ifname: &str, local: Ipv4Addr, n: usize) -> io::Result<GreRxGroup> {
         let ifindex = sys::ifindex(ifname)?;
+        match GreRx::open_members(ifindex, local, n, true) {
+            Ok(members) => Ok(GreRxGroup {
+                members,
+                ahead_of_ingress: true,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(error = %e, "no PACKET_FANOUT_FLAG_IGNORE_OUTGOING here; GRE fanout on IPv4 only");
+                Ok(GreRxGroup {
+                    members: GreRx::open_members(ifindex, local, n, false)?,
+                    ahead_of_ingress: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_members(ifindex: u32, local: Ipv4Addr, n: usize, all_protocols: bool) -> io::Result<Vec<GreRx>> {
         let mut out = Vec::with_capacity(n);
         let mut group = None;
         for _ in 0..n.max(1) {
-            let rx = GreRx::open_one(ifindex, local)?;
-            group = Some(rx.join(group)?);
+            let rx = GreRx::open_one(ifindex, local, all_protocols)?;
+            group = Some(rx.join(group, all_protocols)?);
             out.push(rx);
         }
         Ok(out)
     }
 
-    fn open_one(ifindex: u32, local: Ipv4Addr) -> io::Result<GreRx> {
+    fn open_one(ifindex: u32, local: Ipv4Addr, all_protocols: bool) -> io::Result<GreRx> {
         // Protocol 0 at creation: nothing is queued until bind(), and by then the filter is on.
         let fd = sys::packet_socket(libc::SOCK_DGRAM)?;
         let raw = fd.as_raw_fd();
@@ -100,15 +139,18 @@ impl GreRx {
         if sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
             let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
         }
-        sys::bind_packet(raw, ETH_P_IP, ifindex)?;
+        sys::bind_packet(raw, if all_protocols { ETH_P_ALL } else { ETH_P_IP }, ifindex)?;
         Ok(GreRx { fd })
     }
 
     /// Join fanout group `group`, or, for the first socket, have the kernel pick an unused
     /// group id (so another program's group on this interface is never joined by accident).
     /// Returns the group id.
-    fn join(&self, group: Option<u16>) -> io::Result<u16> {
-        let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+    fn join(&self, group: Option<u16>, ignore_outgoing: bool) -> io::Result<u16> {
+        let mut mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+        if ignore_outgoing {
+            mode |= PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        }
         let arg = match group {
             Some(id) => id as u32 | (mode << 16),
             None => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
@@ -153,11 +195,17 @@ mod test {
 
     /// Run a classic BPF program over `pkt` the way the kernel does for these few opcodes.
     fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        run_proto(prog, ETH_P_IP, pkt)
+    }
+
+    /// The same, for a packet whose ethertype is `proto`.
+    fn run_proto(prog: &[libc::sock_filter], proto: u16, pkt: &[u8]) -> u32 {
         let mut a: u32 = 0;
         let mut pc = 0;
         loop {
             let i = prog[pc];
             match i.code {
+                BPF_LD_H_ABS if i.k == SKF_AD_PROTOCOL => a = u32::from(proto),
                 BPF_LD_B_ABS => match pkt.get(i.k as usize) {
                     Some(b) => a = *b as u32,
                     None => return 0,
@@ -192,6 +240,7 @@ mod test {
         assert_eq!(run(&f, &ipv4(47, [198, 18, 0, 3])), 0, "GRE to another host");
         assert_eq!(run(&f, &ipv4(17, [198, 18, 0, 1])), 0, "UDP to us");
         assert_eq!(run(&f, &[0x45, 0, 0]), 0, "truncated");
+        assert_eq!(run_proto(&f, 0x0806, &ipv4(47, [198, 18, 0, 1])), 0, "not IPv4 (ARP)");
         assert_eq!(run(&DROP_ALL, &ipv4(47, [198, 18, 0, 1])), 0);
     }
 
@@ -218,13 +267,28 @@ mod test {
         g
     }
 
+    /// Packets the IP layer of the calling thread's network namespace has taken in.
+    fn ip_in_receives() -> u64 {
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+        let at = names.split_whitespace().position(|n| n == "InReceives").unwrap();
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    }
+
     /// In a network namespace of its own (root only; skipped otherwise): GRE sent through the
     /// raw socket to 127.0.0.1 reaches exactly one fanout member per packet, flows spread over
     /// the members, a packet fragmented by a 1500-byte MTU arrives reassembled, and the
-    /// send-only raw socket queues nothing.
+    /// send-only raw socket queues nothing. With the claim attached, the host's IP layer
+    /// receives none of it; without, every packet and fragment a second time.
     #[test]
     fn fanout_spreads_reassembles_and_never_duplicates() {
-        let t = std::thread::spawn(|| {
+        fanout_round(true);
+        fanout_round(false);
+    }
+
+    fn fanout_round(claim: bool) {
+        let t = std::thread::spawn(move || {
             // SAFETY: unshare affects only this thread, which owns nothing yet.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                 println!("skipped: no CAP_SYS_ADMIN for a network namespace");
@@ -239,7 +303,16 @@ mod test {
                 return;
             }
             let lo = Ipv4Addr::LOCALHOST;
-            let members = GreRx::open_group("lo", lo, 2).expect("fanout group");
+            let group = GreRx::open_group("lo", lo, 2).expect("fanout group");
+            assert!(
+                group.ahead_of_ingress,
+                "this kernel should have PACKET_FANOUT_FLAG_IGNORE_OUTGOING"
+            );
+            let members = group.members;
+            let _claim = claim.then(|| {
+                let ifindex = sys::ifindex("lo").unwrap();
+                crate::tunnel::GreClaim::attach(ifindex, lo).expect("tcx claim")
+            });
             let raw = crate::tunnel::GreSocket::open(lo).expect("raw GRE socket");
             raw.set_send_only().expect("send-only filter");
 
@@ -248,10 +321,21 @@ mod test {
                 sent.push(gre_udp(sport, 200));
             }
             sent.push(gre_udp(4242, 20_000));
+            let ip_before = ip_in_receives();
             for p in &sent {
                 raw.send_parts(lo, &[std::io::IoSlice::new(p)]).expect("send");
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
+            let ip_received = ip_in_receives() - ip_before;
+            if claim {
+                assert_eq!(ip_received, 0, "the claim let GRE through to the IP layer");
+            } else {
+                // 32 small packets and the big one's 14 fragments.
+                assert!(
+                    ip_received >= sent.len() as u64 + 13,
+                    "IP layer took only {ip_received}"
+                );
+            }
 
             let mut buf = vec![0u8; 70_000];
             let mut per_member = [0usize; 2];

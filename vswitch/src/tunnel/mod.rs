@@ -1,12 +1,14 @@
 //! GRE tunnels: the raw socket that sends them, the fanout sockets that receive them, and the
 //! pure encapsulation logic.
 
+pub mod claim;
 pub mod decap;
 pub mod fanout;
 pub mod socket;
 
+pub use claim::GreClaim;
 pub use decap::{decap, DecapError, Decapped};
-pub use fanout::GreRx;
+pub use fanout::{GreRx, GreRxGroup};
 pub use socket::GreSocket;
 
 /// Bytes the underlay adds to every tunnelled frame: outer IPv4 (20) + keyed GRE (8).
