@@ -254,7 +254,7 @@ fn datapath(a: DatapathArgs) -> Result<i32, String> {
     );
     println!(
         "machine: {} CPUs, kernel {}, load average {load_before} before, {load_after} after; \
-         WAN MTU {}, VM MTU 1500\n",
+         WAN MTU {} (a bridge without br_netfilter), VM MTU 1500\n",
         num_cpus(),
         read_trim("/proc/sys/kernel/osrelease"),
         s.testbed.wan_mtu

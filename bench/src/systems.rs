@@ -59,10 +59,10 @@ impl System {
                  br-phy with the underlay IP, br-int with type=gre key=7, NORMAL; VM offloads off"
             }
             System::Kernel => {
-                "Linux bridge per host + VXLAN (id 7, UDP 4789) between hosts; \
+                "Linux bridge per host + VXLAN (id 7, UDP 4789) between hosts, br_netfilter off; \
                  VM offloads at defaults"
             }
-            System::Bridge => "one Linux bridge, both VMs on it; VM offloads at defaults",
+            System::Bridge => "one Linux bridge, both VMs on it, br_netfilter off; VM offloads at defaults",
         }
     }
 

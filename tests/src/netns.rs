@@ -259,8 +259,8 @@ pub fn add_addr(ns: &Netns, ifname: &str, ip_cidr: &str) {
     ns.ip(&["addr", "add", ip_cidr, "dev", ifname]);
 }
 
-/// Stops the namespace's bridges from passing frames through iptables (br_netfilter, which
-/// Docker loads machine-wide, switches that on in every new namespace). A bridge standing in
+/// Stops the namespace's bridges from passing frames through iptables (br_netfilter, built
+/// into this machine's kernel, switches that on in every new namespace). A bridge standing in
 /// for a physical switch should not filter, and a bridge under test should run the way a
 /// dedicated VM host runs it. Does nothing where br_netfilter is not loaded.
 pub fn bridge_netfilter_off(ns: &Netns) {
