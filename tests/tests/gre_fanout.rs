@@ -29,6 +29,10 @@ fn gre_is_spread_over_workers_and_never_duplicated() {
     );
     let s = c.ctl_json(1, &["stats"]);
     assert_eq!(s["gre_receive"], "fanout", "host 1 did not set up fanout: {s}");
+    assert_eq!(
+        s["gre_claimed_from_host_stack"], true,
+        "host 1 did not claim GRE at tc ingress: {s}"
+    );
 
     let dst = Ipv4Addr::new(10, 10, 0, 4);
     let rx =
@@ -129,6 +133,10 @@ fn gre_raw_receive_still_works() {
     );
     let s = c.ctl_json(1, &["stats"]);
     assert_eq!(s["gre_receive"], "raw socket", "{s}");
+    assert_eq!(
+        s["gre_claimed_from_host_stack"], false,
+        "the raw socket needs the IP stack: {s}"
+    );
     let per_worker = worker_gre_rx(&c, 1);
     assert!(per_worker[0] > 0 && per_worker[1] == 0, "{per_worker:?}");
 }

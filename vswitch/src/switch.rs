@@ -736,6 +736,7 @@ impl Switch {
             "controller_connected": self.dp.shared.controller_up.load(Relaxed),
             "datapath": self.dp.shared.counters.snapshot(),
             "gre_receive": if self.dp.shared.gre_rx_raw { "raw socket" } else { "fanout" },
+            "gre_claimed_from_host_stack": self.dp.gre_claimed(),
             "per_worker": self.dp.shared.workers.iter().map(|w| w.snapshot()).collect::<Vec<_>>(),
         })
     }

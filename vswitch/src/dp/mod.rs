@@ -67,7 +67,7 @@ pub struct Datapath {
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     /// Held for its lifetime: dropping it detaches the program.
-    _gre_claim: Option<GreClaim>,
+    gre_claim: Option<GreClaim>,
 }
 
 /// Attach the [`GreClaim`]; without it the host's IP stack also processes every GRE packet
@@ -110,6 +110,11 @@ const GRE_TOKEN: mio::Token = mio::Token(usize::MAX - 1);
 const PACKET_IN_QUEUE: usize = 1024;
 
 impl Datapath {
+    /// Whether GRE to us is kept from the host's IP stack (see `tunnel::claim`).
+    pub fn gre_claimed(&self) -> bool {
+        self.gre_claim.is_some()
+    }
+
     pub fn start(cfg: DatapathConfig) -> std::io::Result<(Datapath, DatapathChannels)> {
         let workers = cfg.workers.max(1);
         let mut polls = Vec::new();
@@ -173,7 +178,7 @@ impl Datapath {
             Datapath {
                 shared,
                 threads,
-                _gre_claim: gre_claim,
+                gre_claim,
             },
             DatapathChannels {
                 packet_in_rx,
