@@ -63,12 +63,21 @@ pub fn set_up(name: &str) -> io::Result<()> {
     ioctl(libc::SIOCSIFFLAGS, &mut ifr)
 }
 
-/// The hardware address of interface `name`.
-pub fn mac(name: &str) -> io::Result<[u8; 6]> {
+fn hwaddr(name: &str) -> io::Result<libc::sockaddr> {
     let mut ifr = ifreq(name)?;
     ioctl(libc::SIOCGIFHWADDR, &mut ifr)?;
     // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
-    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    Ok(unsafe { ifr.ifr_ifru.ifru_hwaddr })
+}
+
+/// The link type of interface `name` (ARPHRD_ETHER = 1 for Ethernet and veth).
+pub fn link_type(name: &str) -> io::Result<u16> {
+    Ok(hwaddr(name)?.sa_family)
+}
+
+/// The hardware address of interface `name`.
+pub fn mac(name: &str) -> io::Result<[u8; 6]> {
+    let sa = hwaddr(name)?;
     let mut out = [0u8; 6];
     for (o, b) in out.iter_mut().zip(sa.sa_data.iter()) {
         *o = *b as u8;
@@ -243,5 +252,7 @@ mod test {
         assert_eq!(ifindex("lo").unwrap(), 1);
         assert!(ifindex("no-such-if-x").is_err());
         assert!(ifreq("a-name-that-is-far-too-long").is_err());
+        assert_eq!(link_type("lo").unwrap(), libc::ARPHRD_LOOPBACK);
+        assert!(link_type("no-such-if-x").is_err());
     }
 }
