@@ -3,9 +3,10 @@
 //! Every raw IPPROTO_GRE socket gets its own copy of each GRE packet, so several raw sockets
 //! would deliver every packet several times. Instead each worker gets an AF_PACKET socket on
 //! the underlay interface, and all of them join one PACKET_FANOUT group: the kernel hands each
-//! packet to exactly one member, chosen by a hash of its flow (for Ethernet-over-GRE the flow
-//! dissector looks into the inner frame, so the flows inside one tunnel spread too, each
-//! kept in order on one worker). PACKET_FANOUT_FLAG_DEFRAG reassembles IPv4 fragments before
+//! packet to exactly one member, chosen by a hash of the flow inside the tunnel (a classic BPF
+//! program, [`flow_hash`](super::flow_hash), that reads Ethernet-over-GRE and our offload
+//! super-frames alike), so the flows between two hosts spread over the workers, each kept in
+//! order on one. PACKET_FANOUT_FLAG_DEFRAG reassembles IPv4 fragments before
 //! the choice, so a super-frame that crossed the underlay in fragments arrives whole, on one
 //! socket. A classic BPF filter keeps everything but IPv4 GRE to our underlay address out.
 //!
@@ -21,6 +22,7 @@
 //!
 //! [`GreSocket::set_send_only`]: super::GreSocket::set_send_only
 
+use super::cbpf::{insn, JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, RET_K, SKF_AD_PROTOCOL};
 use crate::port::sys;
 use std::io;
 use std::net::Ipv4Addr;
@@ -31,7 +33,8 @@ const ETH_P_ALL: u16 = 0x0003;
 // From linux/if_packet.h.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
-const PACKET_FANOUT_HASH: u32 = 0;
+const PACKET_FANOUT_CBPF: u32 = 6;
+const PACKET_FANOUT_DATA: libc::c_int = 22;
 const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
@@ -39,38 +42,24 @@ const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 /// fragment's buffer. Root may exceed rmem_max.
 const SOCKET_BUFFER: libc::c_int = 64 << 20;
 
-// Classic BPF opcodes (linux/bpf_common.h).
-const BPF_LD_B_ABS: u16 = 0x30;
-const BPF_LD_H_ABS: u16 = 0x28;
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-const BPF_RET_K: u16 = 0x06;
-
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-/// The ancillary load of the packet's ethertype, in host order (SKF_AD_OFF + SKF_AD_PROTOCOL).
-const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
-
 /// Accept IPv4 packets of protocol 47 (GRE) to `local`, whole; drop everything else. Offsets
 /// are from the IPv4 header (SOCK_DGRAM packet sockets and raw IPv4 sockets both start there).
 pub fn gre_to(local: Ipv4Addr) -> [libc::sock_filter; 8] {
     [
-        insn(BPF_LD_H_ABS, 0, 0, SKF_AD_PROTOCOL),
-        insn(BPF_JEQ_K, 0, 5, u32::from(ETH_P_IP)),
-        insn(BPF_LD_B_ABS, 0, 0, 9),
-        insn(BPF_JEQ_K, 0, 3, cloudrack_wire::gre::IPPROTO_GRE as u32),
-        insn(BPF_LD_W_ABS, 0, 0, 16),
-        insn(BPF_JEQ_K, 0, 1, u32::from(local)),
-        insn(BPF_RET_K, 0, 0, u32::MAX),
-        insn(BPF_RET_K, 0, 0, 0),
+        insn(LD_H_ABS, 0, 0, SKF_AD_PROTOCOL),
+        insn(JEQ_K, 0, 5, u32::from(ETH_P_IP)),
+        insn(LD_B_ABS, 0, 0, 9),
+        insn(JEQ_K, 0, 3, cloudrack_wire::gre::IPPROTO_GRE as u32),
+        insn(LD_W_ABS, 0, 0, 16),
+        insn(JEQ_K, 0, 1, u32::from(local)),
+        insn(RET_K, 0, 0, u32::MAX),
+        insn(RET_K, 0, 0, 0),
     ]
 }
 
 /// Drop every packet.
 pub const DROP_ALL: [libc::sock_filter; 1] = [libc::sock_filter {
-    code: BPF_RET_K,
+    code: RET_K,
     jt: 0,
     jf: 0,
     k: 0,
@@ -147,7 +136,7 @@ impl GreRx {
     /// group id (so another program's group on this interface is never joined by accident).
     /// Returns the group id.
     fn join(&self, group: Option<u16>, ignore_outgoing: bool) -> io::Result<u16> {
-        let mut mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+        let mut mode = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG;
         if ignore_outgoing {
             mode |= PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
         }
@@ -160,6 +149,14 @@ impl GreRx {
         if let Some(id) = group {
             return Ok(id);
         }
+        // The group's program: which member gets a packet (until it is set, member 0 does).
+        let prog = super::flow_hash::inner_flow_hash();
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // fprog points at `prog`, which outlives the call; the kernel copies it.
+        sys::setsockopt(fd, libc::SOL_PACKET, PACKET_FANOUT_DATA, &fprog)?;
         let mut val: u32 = 0;
         let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
         // SAFETY: val is writable for len bytes; the kernel writes at most len.
@@ -192,37 +189,7 @@ impl GreRx {
 #[cfg(test)]
 mod test {
     use super::*;
-
-    /// Run a classic BPF program over `pkt` the way the kernel does for these few opcodes.
-    fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
-        run_proto(prog, ETH_P_IP, pkt)
-    }
-
-    /// The same, for a packet whose ethertype is `proto`.
-    fn run_proto(prog: &[libc::sock_filter], proto: u16, pkt: &[u8]) -> u32 {
-        let mut a: u32 = 0;
-        let mut pc = 0;
-        loop {
-            let i = prog[pc];
-            match i.code {
-                BPF_LD_H_ABS if i.k == SKF_AD_PROTOCOL => a = u32::from(proto),
-                BPF_LD_B_ABS => match pkt.get(i.k as usize) {
-                    Some(b) => a = *b as u32,
-                    None => return 0,
-                },
-                BPF_LD_W_ABS => match pkt.get(i.k as usize..i.k as usize + 4) {
-                    Some(w) => a = u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
-                    None => return 0,
-                },
-                BPF_JEQ_K => {
-                    pc += if a == i.k { i.jt } else { i.jf } as usize;
-                }
-                BPF_RET_K => return i.k,
-                c => panic!("opcode {c:#x}"),
-            }
-            pc += 1;
-        }
-    }
+    use crate::tunnel::cbpf::test::{run, run_proto};
 
     fn ipv4(proto: u8, dst: [u8; 4]) -> Vec<u8> {
         let mut p = vec![0u8; 28];
@@ -245,6 +212,15 @@ mod test {
     }
 
     /// An Ethernet + IPv4 + UDP frame of `len` bytes from UDP port `sport`, under keyed GRE.
+    /// The same inner frame as an offload super-frame (GRE protocol 0x88B5, virtio-net header).
+    fn gre_super(sport: u16, len: usize) -> Vec<u8> {
+        let teb = gre_udp(sport, len);
+        let mut g = vec![0x20, 0x00, 0x88, 0xb5, 0, 0, 0, 7];
+        g.extend_from_slice(&[0u8; cloudrack_wire::vnet_hdr::LEN]);
+        g.extend_from_slice(&teb[8..]);
+        g
+    }
+
     fn gre_udp(sport: u16, len: usize) -> Vec<u8> {
         let mut g = vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7];
         let mut f = vec![0u8; len];
@@ -321,6 +297,9 @@ mod test {
                 sent.push(gre_udp(sport, 200));
             }
             sent.push(gre_udp(4242, 20_000));
+            for sport in 2000..2032u16 {
+                sent.push(gre_super(sport, 200));
+            }
             let ip_before = ip_in_receives();
             for p in &sent {
                 raw.send_parts(lo, &[std::io::IoSlice::new(p)]).expect("send");
@@ -339,10 +318,14 @@ mod test {
 
             let mut buf = vec![0u8; 70_000];
             let mut per_member = [0usize; 2];
+            let mut supers_per_member = [0usize; 2];
             let mut got: Vec<Vec<u8>> = Vec::new();
             for (m, rx) in members.iter().enumerate() {
                 while let Ok(n) = rx.recv(&mut buf) {
                     per_member[m] += 1;
+                    if buf[22..24] == [0x88, 0xb5] {
+                        supers_per_member[m] += 1;
+                    }
                     let d = crate::tunnel::decap(&buf[..n]).expect("decap");
                     assert_eq!((d.src, d.key), (lo, 7));
                     got.push(buf[20..n].to_vec());
@@ -355,6 +338,11 @@ mod test {
             b.sort();
             assert!(a == b, "every packet exactly once, byte for byte");
             assert!(per_member.iter().all(|&n| n > 0), "flows spread: {per_member:?}");
+            // Super-frames between the same two hosts spread by their inner flow too.
+            assert!(
+                supers_per_member.iter().all(|&n| n > 0),
+                "super-frames: {supers_per_member:?}"
+            );
             let big = got.iter().find(|p| p.len() > 20_000).expect("the fragmented packet");
             assert_eq!(big.len(), 8 + 20_000);
             assert!(raw.recv(&mut buf).is_err(), "the raw socket queued a packet");

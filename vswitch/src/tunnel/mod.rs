@@ -1,9 +1,11 @@
 //! GRE tunnels: the raw socket that sends them, the fanout sockets that receive them, and the
 //! pure encapsulation logic.
 
+pub mod cbpf;
 pub mod claim;
 pub mod decap;
 pub mod fanout;
+pub mod flow_hash;
 pub mod socket;
 
 pub use claim::GreClaim;
