@@ -2,7 +2,8 @@
 //! AF_PACKET fanout socket per worker. Many UDP flows cross the tunnel; every datagram is
 //! numbered, and the receiver checks that none arrives twice, that both workers received GRE,
 //! and that a 65 000-byte frame (fragmented on the 1500-byte underlay) still arrives whole;
-//! and that the raw-socket fallback (`--gre-raw-receive`) still carries traffic.
+//! and that the raw-socket fallback (`--gre-raw-receive`) still carries traffic. Also: the
+//! workers of `--cpu-pin LIST` run only on the listed CPU.
 
 use cloudrack_tests::*;
 use std::collections::HashSet;
@@ -139,4 +140,35 @@ fn gre_raw_receive_still_works() {
     );
     let per_worker = worker_gre_rx(&c, 1);
     assert!(per_worker[0] > 0 && per_worker[1] == 0, "{per_worker:?}");
+}
+
+/// `--cpu-pin LIST`: every datapath worker thread of the switch may run only on the listed CPU.
+#[test]
+fn workers_are_pinned_to_the_listed_cpu() {
+    let _logs = TestLogs::new("workers_are_pinned_to_the_listed_cpu");
+    let last = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) - 1;
+    let cpu = last.to_string();
+    let c = Cluster::start_with(1, 1, &[], &["--workers", "2", "--cpu-pin", &cpu]);
+    let pid = c.switches[0].as_ref().expect("switch").pid();
+    let mut pinned = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("dp-worker") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        pinned.push((comm.trim().to_string(), allowed));
+    }
+    assert_eq!(pinned.len(), 2, "worker threads: {pinned:?}");
+    assert!(
+        pinned.iter().all(|(_, a)| *a == cpu),
+        "not all on CPU {cpu}: {pinned:?}"
+    );
 }

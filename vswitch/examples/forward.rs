@@ -62,7 +62,7 @@ fn main() {
         underlay_mtu: 1500,
         packet_in_rate: 0,
         packet_in_burst: 0,
-        cpu_pin: false,
+        cpu_pin: None,
     })
     .expect("datapath");
     let mut fib = Fib::default();

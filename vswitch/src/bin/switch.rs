@@ -59,9 +59,11 @@ struct Args {
     /// Datapath worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Pin worker N to CPU N (mod the CPU count).
-    #[arg(long)]
-    cpu_pin: bool,
+    /// Pin the datapath workers, one CPU each: alone, worker N to CPU N (mod the CPU count);
+    /// with a list such as `2,3` or `4-7`, to those CPUs in turn (e.g. cores kept free of
+    /// other work with isolcpus).
+    #[arg(long, value_name = "CPUS", num_args = 0..=1, default_missing_value = "")]
+    cpu_pin: Option<String>,
     /// PACKET_INs per second allowed from one port (table misses beyond it are counted and dropped).
     #[arg(long, default_value_t = 1000)]
     packet_in_rate: u32,
@@ -90,6 +92,43 @@ struct Args {
     /// time; it is detached when the switch exits.
     #[arg(long)]
     keep_host_gre: bool,
+}
+
+/// CPUs the system has, online or not.
+fn configured_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    n.max(1) as usize
+}
+
+/// `--cpu-pin`'s list: CPU numbers and ranges, comma-separated (`0,2,4-7`), each below
+/// `n_cpus`. Empty: one CPU per worker by its number.
+fn parse_cpu_list(s: &str, n_cpus: usize) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("--cpu-pin: {part:?} is not a CPU number or range like 2-5");
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<usize>().with_context(bad)?,
+                b.parse::<usize>().with_context(bad)?,
+            ),
+            None => {
+                let n = part.parse::<usize>().with_context(bad)?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            bail!("--cpu-pin: range {part:?} runs backwards");
+        }
+        if hi >= n_cpus {
+            bail!(
+                "--cpu-pin: CPU {hi} does not exist (this machine has CPUs 0-{})",
+                n_cpus - 1
+            );
+        }
+        cpus.extend(lo..=hi);
+    }
+    Ok(cpus)
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -178,6 +217,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.workers == 0 || args.workers > 64 {
         bail!("--workers must be 1..=64");
     }
+    let cpu_pin = match &args.cpu_pin {
+        None => None,
+        Some(list) => Some(parse_cpu_list(list, configured_cpus())?),
+    };
     let gre = GreSocket::open(args.underlay_ip).context("opening the raw GRE socket (needs root or CAP_NET_RAW)")?;
     let (dp, channels) = Datapath::start(DatapathConfig {
         workers: args.workers,
@@ -187,7 +230,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         underlay_mtu,
         packet_in_rate: args.packet_in_rate,
         packet_in_burst: args.packet_in_rate.max(10),
-        cpu_pin: args.cpu_pin,
+        cpu_pin,
     })?;
     let switch = Arc::new(Switch::new(
         SwitchConfig {
@@ -240,4 +283,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     info!("stopping");
     let _ = std::fs::remove_file(&args.ctl);
     Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_are_checked() {
+        assert_eq!(parse_cpu_list("", 4).unwrap(), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("2,3", 4).unwrap(), vec![2, 3]);
+        assert_eq!(parse_cpu_list("0, 2-3", 4).unwrap(), vec![0, 2, 3]);
+        for bad in ["4", "1-4", "3-1", "x", "1-", "-1"] {
+            assert!(parse_cpu_list(bad, 4).is_err(), "{bad:?} accepted");
+        }
+    }
 }

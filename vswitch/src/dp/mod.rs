@@ -70,6 +70,16 @@ pub struct Datapath {
     gre_claim: Option<GreClaim>,
 }
 
+/// The CPU worker `id` is pinned to: the next of `cpus` in turn, or, with no list, its own
+/// number (mod the CPU count).
+fn cpu_for(id: usize, cpus: &[usize], n_cpus: usize) -> usize {
+    if cpus.is_empty() {
+        id % n_cpus.max(1)
+    } else {
+        cpus[id % cpus.len()]
+    }
+}
+
 /// Attach the [`GreClaim`]; without it the host's IP stack also processes every GRE packet
 /// (and its filter-dropping raw socket keeps that harmless), so failing is only slower.
 fn claim_gre(ifname: &str, local: std::net::Ipv4Addr) -> Option<GreClaim> {
@@ -102,7 +112,9 @@ pub struct DatapathConfig {
     pub underlay_mtu: usize,
     pub packet_in_rate: u32,
     pub packet_in_burst: u32,
-    pub cpu_pin: bool,
+    /// Pin each worker to one CPU: `Some([])` worker N to CPU N (mod the CPU count),
+    /// `Some(list)` to the listed CPUs in turn; `None` leaves scheduling to the kernel.
+    pub cpu_pin: Option<Vec<usize>>,
 }
 
 pub struct DatapathChannels {
@@ -173,7 +185,7 @@ impl Datapath {
         let mut threads = Vec::new();
         for (id, (poll, gre_rx)) in polls.into_iter().zip(gre_rx).enumerate() {
             let shared = shared.clone();
-            let pin = cfg.cpu_pin.then_some(id % n_cpus);
+            let pin = cfg.cpu_pin.as_deref().map(|cpus| cpu_for(id, cpus, n_cpus));
             let handle = std::thread::Builder::new()
                 .name(format!("dp-worker-{id}"))
                 .spawn(move || worker::Worker::new(id, shared, poll, pin, gre_rx).run())?;
@@ -213,5 +225,16 @@ impl Datapath {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::cpu_for;
+
+    #[test]
+    fn workers_take_the_listed_cpus_in_turn() {
+        assert_eq!((0..3).map(|id| cpu_for(id, &[], 2)).collect::<Vec<_>>(), [0, 1, 0]);
+        assert_eq!((0..3).map(|id| cpu_for(id, &[5, 7], 8)).collect::<Vec<_>>(), [5, 7, 5]);
     }
 }
