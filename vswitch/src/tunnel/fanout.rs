@@ -67,12 +67,18 @@ pub const DROP_ALL: [libc::sock_filter; 1] = [libc::sock_filter {
 
 /// Attach a classic BPF program to a socket.
 pub fn attach_filter(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+    set_program(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)
+}
+
+/// Hand a classic BPF program to the socket option `level`/`name` (a filter, or a fanout
+/// group's selector).
+fn set_program(fd: RawFd, level: libc::c_int, name: libc::c_int, prog: &[libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
     // fprog points at `prog`, which outlives the call; the kernel copies it.
-    sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+    sys::setsockopt(fd, level, name, &fprog)
 }
 
 /// One member of the GRE fanout group, owned by one worker.
@@ -150,13 +156,12 @@ impl GreRx {
             return Ok(id);
         }
         // The group's program: which member gets a packet (until it is set, member 0 does).
-        let prog = super::flow_hash::inner_flow_hash();
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr() as *mut libc::sock_filter,
-        };
-        // fprog points at `prog`, which outlives the call; the kernel copies it.
-        sys::setsockopt(fd, libc::SOL_PACKET, PACKET_FANOUT_DATA, &fprog)?;
+        set_program(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_FANOUT_DATA,
+            &super::flow_hash::inner_flow_hash(),
+        )?;
         let mut val: u32 = 0;
         let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
         // SAFETY: val is writable for len bytes; the kernel writes at most len.
