@@ -2,6 +2,7 @@
 //! namespaces on this machine. See bench/README.md.
 
 mod cpu;
+mod flood;
 mod iperf;
 mod migration;
 mod report;
@@ -75,6 +76,10 @@ struct DatapathArgs {
     /// median, the JSON every round (default 3, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
+    /// Measurements to make, comma-separated: tcp-1, tcp-4, rr, udp-64, flood-64 (default:
+    /// all, in that order).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    tests: Vec<String>,
 }
 
 /// Resolved settings of one run.
@@ -84,6 +89,7 @@ struct Settings {
     rr_count: u32,
     rr_cap: Duration,
     systems: Vec<System>,
+    tests: Vec<Test>,
     testbed: TestbedOptions,
     json_path: PathBuf,
 }
@@ -119,7 +125,20 @@ fn main() {
 }
 
 fn settings(a: &DatapathArgs) -> Result<Settings, String> {
-    let systems = util::select_systems(&a.only, System::ALL, System::parse, "cloudrack, ovs, kernel, bridge")?;
+    let systems = util::select_named(
+        "--only",
+        &a.only,
+        System::ALL,
+        System::parse,
+        "cloudrack, ovs, kernel, bridge",
+    )?;
+    let tests = util::select_named(
+        "--tests",
+        &a.tests,
+        Test::ALL,
+        Test::parse,
+        "tcp-1, tcp-4, rr, udp-64, flood-64",
+    )?;
     let seconds = a.duration.unwrap_or(if a.quick { 3 } else { 6 });
     if !(1..=600).contains(&seconds) {
         return Err("--duration must be 1..=600 seconds".into());
@@ -147,6 +166,7 @@ fn settings(a: &DatapathArgs) -> Result<Settings, String> {
         // A slow path must not stretch the run: latency gets at most this long.
         rr_cap: Duration::from_secs(u64::from(seconds.max(10))),
         systems,
+        tests,
         testbed: TestbedOptions {
             wan_mtu: a.wan_mtu,
             workers: a.workers,
@@ -191,7 +211,7 @@ fn preflight(systems: &[System]) -> Result<(), String> {
 fn datapath(a: DatapathArgs) -> Result<i32, String> {
     let s = settings(&a)?;
     preflight(&s.systems)?;
-    let per_round: usize = s.systems.iter().map(|x| x.placements().len() * Test::ALL.len()).sum();
+    let per_round: usize = s.systems.iter().map(|x| x.placements().len() * s.tests.len()).sum();
     let total = per_round * s.rounds as usize;
     let started = utc_timestamp();
     let load_before = loadavg();
@@ -218,7 +238,7 @@ fn datapath(a: DatapathArgs) -> Result<i32, String> {
     };
     'rounds: for round in 1..=s.rounds {
         for place in [Placement::Cross, Placement::Same] {
-            for test in Test::ALL {
+            for &test in &s.tests {
                 for bed in beds.iter_mut().filter(|b| b.sys.placements().contains(&place)) {
                     run.one(bed, place, test, round);
                 }
@@ -302,6 +322,7 @@ fn datapath(a: DatapathArgs) -> Result<i32, String> {
             "cloudrack_workers_flag": s.testbed.workers,
             "udp_payload_bytes": UDP_LEN,
             "systems": s.systems.iter().map(|x| x.name()).collect::<Vec<_>>(),
+            "tests": s.tests.iter().map(|x| x.name()).collect::<Vec<_>>(),
         },
         "machine": {
             "cpus": num_cpus(),
@@ -477,7 +498,7 @@ impl Run<'_> {
         for round in 1..=self.s.rounds {
             for &sys in systems {
                 for &place in sys.placements() {
-                    for test in Test::ALL {
+                    for &test in &self.s.tests {
                         let done = self
                             .records
                             .iter()
@@ -576,6 +597,39 @@ fn measure(
                 ));
             }
         }
+        Test::Flood64 => {
+            let rx0 = nic_packets(pair.server);
+            let tx0 = nic_packets(pair.client);
+            let mark = CpuMark::take(dp);
+            let r = flood::run(
+                pair.server,
+                pair.client,
+                pair.server_ip,
+                port,
+                UDP_LEN as usize,
+                s.seconds,
+            )?;
+            let cpu = mark.usage_since(dp);
+            let rx = delta(rx0, nic_packets(pair.server), |c| c.0);
+            let tx = delta(tx0, nic_packets(pair.client), |c| c.1);
+            let secs = r.seconds.max(1e-9);
+            let fps = r.received as f64 / secs;
+            m.udp_nic_rx_fps = rx.map(|n| n / secs);
+            m.udp_nic_tx_fps = tx.map(|n| n / secs);
+            m.udp_sent_fps = Some(r.sent as f64 / secs);
+            m.udp_delivered_fps = Some(fps);
+            m.udp_loss_percent = (r.sent > 0).then(|| 100.0 * (1.0 - r.received as f64 / r.sent as f64));
+            m.workers = workers;
+            m.udp_delivered_fps_per_worker = workers.map(|w| fps / f64::from(w.max(1)));
+            let forwarded = rx.unwrap_or(r.received as f64);
+            if forwarded > 0.0 {
+                m.datapath_cpu_us_per_frame = cpu.datapath_s.map(|c| c * 1e6 / forwarded);
+            }
+            m.cpu = Some(cpu);
+            if r.received == 0 {
+                return Err(format!("no datagram arrived ({} sent)", r.sent));
+            }
+        }
         Test::Rr => {
             let r = rr::run(pair.server, pair.client, pair.server_ip, port, s.rr_count, s.rr_cap)?;
             m.rr = Some(r);
@@ -630,6 +684,13 @@ fn summary(test: Test, m: &Metrics) -> String {
             f(m.gbps, 2),
             m.retransmits.map(|r| r.to_string()).unwrap_or("?".into()),
             f(m.datapath_cpu_s_per_gbit, 3)
+        ),
+        Test::Flood64 => format!(
+            "{} kframes/s counted of {} sent ({} % lost), {} kframes/s into the VM's NIC",
+            f(m.udp_delivered_fps.map(|x| x / 1e3), 0),
+            f(m.udp_sent_fps.map(|x| x / 1e3), 0),
+            f(m.udp_loss_percent, 1),
+            f(m.udp_nic_rx_fps.map(|x| x / 1e3), 0),
         ),
         Test::Udp64 => format!(
             "{} kframes/s to iperf3 of {} sent ({} % lost), {} kframes/s into the VM's NIC",
@@ -702,6 +763,10 @@ mod tests {
         let s = settings(&args(&["--duration", "7"])).unwrap();
         assert_eq!(s.seconds, 7);
         assert_eq!(s.systems.len(), 4);
+        assert_eq!(s.tests.len(), Test::ALL.len());
+        let s = settings(&args(&["--tests", "flood-64,tcp-1"])).unwrap();
+        assert_eq!(s.tests, vec![Test::Tcp1, Test::Flood64]);
+        assert!(settings(&args(&["--tests", "tcp-2"])).is_err());
         assert!(s.json_path.to_string_lossy().contains("results/datapath-"));
     }
 }

@@ -136,7 +136,8 @@ struct Settings {
 }
 
 fn settings(a: &MigrationArgs) -> Result<Settings, String> {
-    let systems = crate::util::select_systems(
+    let systems = crate::util::select_named(
+        "--only",
         &a.only,
         Sys::ALL,
         |n| Sys::ALL.into_iter().find(|x| x.name() == n),

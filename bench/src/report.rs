@@ -15,10 +15,16 @@ pub enum Test {
     Tcp4,
     Rr,
     Udp64,
+    /// 64-byte UDP from a `sendmmsg` sender to a counting `recvmmsg` receiver (`flood.rs`).
+    Flood64,
 }
 
 impl Test {
-    pub const ALL: [Test; 4] = [Test::Tcp1, Test::Tcp4, Test::Rr, Test::Udp64];
+    pub const ALL: [Test; 5] = [Test::Tcp1, Test::Tcp4, Test::Rr, Test::Udp64, Test::Flood64];
+
+    pub fn parse(name: &str) -> Option<Test> {
+        Test::ALL.into_iter().find(|t| t.name() == name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -26,6 +32,7 @@ impl Test {
             Test::Tcp4 => "tcp-4",
             Test::Rr => "rr",
             Test::Udp64 => "udp-64",
+            Test::Flood64 => "flood-64",
         }
     }
 }
@@ -190,6 +197,34 @@ const ROWS: &[RowSpec] = &[
     RowSpec {
         label: "UDP 64 B, datapath CPU us/frame",
         test: Test::Udp64,
+        better: Better::Lower,
+        decimals: 2,
+        get: |m| m.datapath_cpu_us_per_frame,
+    },
+    RowSpec {
+        label: "64 B flood, kframes/s delivered",
+        test: Test::Flood64,
+        better: Better::Higher,
+        decimals: 0,
+        get: |m| m.udp_delivered_fps.map(|x| x / 1e3),
+    },
+    RowSpec {
+        label: "64 B flood, kframes/s into VM NIC",
+        test: Test::Flood64,
+        better: Better::Higher,
+        decimals: 0,
+        get: |m| m.udp_nic_rx_fps.map(|x| x / 1e3),
+    },
+    RowSpec {
+        label: "64 B flood, kframes/s per worker",
+        test: Test::Flood64,
+        better: Better::Higher,
+        decimals: 0,
+        get: |m| m.udp_delivered_fps_per_worker.map(|x| x / 1e3),
+    },
+    RowSpec {
+        label: "64 B flood, datapath CPU us/frame",
+        test: Test::Flood64,
         better: Better::Lower,
         decimals: 2,
         get: |m| m.datapath_cpu_us_per_frame,

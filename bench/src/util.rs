@@ -195,9 +195,10 @@ pub fn utc_file_stamp() -> String {
     format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
 }
 
-/// The systems named by `--only` (all of them when none is named), without repeats and in the
+/// The names given to `flag` (all of them when none is named), without repeats and in the
 /// canonical order of `all`, so runs compare line by line.
-pub fn select_systems<T: Copy + PartialEq>(
+pub fn select_named<T: Copy + PartialEq>(
+    flag: &str,
     only: &[String],
     all: impl IntoIterator<Item = T>,
     parse: impl Fn(&str) -> Option<T>,
@@ -206,7 +207,7 @@ pub fn select_systems<T: Copy + PartialEq>(
     let all: Vec<T> = all.into_iter().collect();
     let mut systems = Vec::new();
     for name in only.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let s = parse(name).ok_or_else(|| format!("--only: unknown system {name:?} (known: {known})"))?;
+        let s = parse(name).ok_or_else(|| format!("{flag}: unknown name {name:?} (known: {known})"))?;
         if !systems.contains(&s) {
             systems.push(s);
         }
