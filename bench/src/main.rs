@@ -76,8 +76,8 @@ struct DatapathArgs {
     /// median, the JSON every round (default 3, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// Measurements to make, comma-separated: tcp-1, tcp-4, rr, udp-64, flood-64 (default:
-    /// all, in that order).
+    /// Measurements to make, comma-separated: tcp-1, tcp-4, rr, udp-64, flood-64, zero-loss-64
+    /// (default: all, in that order).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     tests: Vec<String>,
 }
@@ -137,7 +137,7 @@ fn settings(a: &DatapathArgs) -> Result<Settings, String> {
         &a.tests,
         Test::ALL,
         Test::parse,
-        "tcp-1, tcp-4, rr, udp-64, flood-64",
+        "tcp-1, tcp-4, rr, udp-64, flood-64, zero-loss-64",
     )?;
     let seconds = a.duration.unwrap_or(if a.quick { 3 } else { 6 });
     if !(1..=600).contains(&seconds) {
@@ -630,6 +630,18 @@ fn measure(
                 return Err(format!("no datagram arrived ({} sent)", r.sent));
             }
         }
+        Test::ZeroLoss64 => {
+            // Eight trials (one unpaced, seven paced) take about three measurement lengths.
+            let trial = (f64::from(s.seconds) / 3.0).clamp(1.0, 3.0);
+            let mark = CpuMark::take(dp);
+            let z = flood::zero_loss(pair.server, pair.client, pair.server_ip, port, UDP_LEN as usize, trial)?;
+            m.cpu = Some(mark.usage_since(dp));
+            m.workers = workers;
+            if z.flood_delivered_fps <= 0.0 {
+                return Err("no datagram arrived in the unpaced trial".to_string());
+            }
+            m.zero_loss = Some(z);
+        }
         Test::Rr => {
             let r = rr::run(pair.server, pair.client, pair.server_ip, port, s.rr_count, s.rr_cap)?;
             m.rr = Some(r);
@@ -685,6 +697,16 @@ fn summary(test: Test, m: &Metrics) -> String {
             m.retransmits.map(|r| r.to_string()).unwrap_or("?".into()),
             f(m.datapath_cpu_s_per_gbit, 3)
         ),
+        Test::ZeroLoss64 => match &m.zero_loss {
+            Some(z) => format!(
+                "{:.0} kframes/s lost at most {} % ({} trials; unpaced {:.0} kframes/s arrived)",
+                z.rate / 1e3,
+                flood::ZERO_LOSS_TOLERANCE * 100.0,
+                z.trials.len(),
+                z.flood_delivered_fps / 1e3
+            ),
+            None => "?".into(),
+        },
         Test::Flood64 => format!(
             "{} kframes/s counted of {} sent ({} % lost), {} kframes/s into the VM's NIC",
             f(m.udp_delivered_fps.map(|x| x / 1e3), 0),
