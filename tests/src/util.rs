@@ -258,6 +258,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     for profile in ["release", "debug"] {
         let p = target.join(profile).join(name);
         if is_executable(&p) {
+            refuse_stale(&p, name);
             return p;
         }
         tried.push(p.display().to_string());
@@ -266,6 +267,67 @@ pub fn bin_path(name: &str) -> PathBuf {
         "binary `{name}` not found (tried {}): build the workspace first: cargo build --release",
         tried.join(", ")
     );
+}
+
+/// The files cargo's dep-info (`NAME.d` beside the binary) says the binary was built from:
+/// the same list cargo checks to decide whether to rebuild it.
+fn dep_info_files(bin: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return Vec::new();
+    };
+    // One make rule, "target: dep dep ...", with spaces inside names escaped as "\ ".
+    let Some((_, deps)) = text.lines().next().and_then(|l| l.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => cur.push(chars.next().unwrap_or(' ')),
+            ' ' => {
+                if !cur.is_empty() {
+                    files.push(PathBuf::from(std::mem::take(&mut cur)));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        files.push(PathBuf::from(cur));
+    }
+    files
+}
+
+/// The newest file the binary at `bin` was built from, if it is newer than the binary, and by
+/// how much.
+fn stale_source(bin: &Path) -> Option<(PathBuf, Duration)> {
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    let (changed, file) = dep_info_files(bin)
+        .into_iter()
+        .filter_map(|f| Some((std::fs::metadata(&f).and_then(|m| m.modified()).ok()?, f)))
+        .max_by_key(|(t, _)| *t)?;
+    (changed > built).then(|| (file, changed.duration_since(built).unwrap_or_default()))
+}
+
+/// Panics when a source file of binary `name` is newer than the binary at `path`: a test
+/// would otherwise exercise yesterday's code and pass or fail for the wrong reason (`cargo
+/// test -p cloudrack-tests` does not rebuild the binaries the tests start).
+/// `CLOUDRACK_ALLOW_STALE=1` skips the check.
+fn refuse_stale(path: &Path, name: &str) {
+    if std::env::var_os("CLOUDRACK_ALLOW_STALE").is_some_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
+    if let Some((file, age)) = stale_source(path) {
+        panic!(
+            "binary `{name}` ({}) is older than its source {} (changed {:.0} s after the build): \
+             run `cargo build --release --workspace` first (scripts/test.sh does), or set \
+             CLOUDRACK_ALLOW_STALE=1 to run the old binary anyway",
+            path.display(),
+            file.display(),
+            age.as_secs_f64()
+        );
+    }
 }
 
 /// Keeps only characters that are safe in namespace, file and interface
@@ -280,4 +342,44 @@ pub fn sanitize_name(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::{self, File, FileTimes};
+    use std::time::SystemTime;
+
+    fn touch(p: &Path, t: SystemTime) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = File::create(p).unwrap();
+        f.set_times(FileTimes::new().set_modified(t)).unwrap();
+    }
+
+    #[test]
+    fn a_binary_older_than_a_file_it_was_built_from_is_stale() {
+        let dir = std::env::temp_dir().join(format!("cr-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let bin = dir.join("release/cloudrack-switch");
+        let (a, b) = (dir.join("src/lib.rs"), dir.join("src dir/x.rs"));
+        touch(&a, t0);
+        touch(&b, t0);
+        touch(&dir.join("src/unused.rs"), t0 + Duration::from_secs(60));
+        touch(&bin, t0 + Duration::from_secs(1));
+        // Without dep-info nothing is known, so nothing is called stale.
+        assert_eq!(stale_source(&bin), None);
+        let escaped = b.display().to_string().replace(' ', "\\ ");
+        fs::write(
+            bin.with_extension("d"),
+            format!("{}: {} {escaped}\n", bin.display(), a.display()),
+        )
+        .unwrap();
+        assert_eq!(dep_info_files(&bin), vec![a.clone(), b.clone()]);
+        // A file the binary was not built from does not count.
+        assert_eq!(stale_source(&bin), None);
+        touch(&b, t0 + Duration::from_secs(60));
+        assert_eq!(stale_source(&bin), Some((b, Duration::from_secs(59))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
