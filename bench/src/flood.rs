@@ -151,8 +151,22 @@ pub fn run(
     len: usize,
     seconds: u32,
 ) -> Result<FloodReport, String> {
+    with_pair(server, client, ip, port, len, |p| {
+        p.trial(None, Duration::from_secs(u64::from(seconds)))
+    })
+}
+
+/// Opens a sender and a counting receiver between two VMs, runs `f` with them, closes them.
+fn with_pair<T>(
+    server: &Netns,
+    client: &Netns,
+    ip: Ipv4Addr,
+    port: u16,
+    len: usize,
+    f: impl FnOnce(&Pair) -> Result<T, String>,
+) -> Result<T, String> {
     let pair = Pair::open(server, client, ip, port, len)?;
-    let r = pair.trial(None, Duration::from_secs(u64::from(seconds)));
+    let r = f(&pair);
     pair.close()?;
     r
 }
@@ -224,10 +238,9 @@ pub fn zero_loss(
     len: usize,
     trial_secs: f64,
 ) -> Result<ZeroLossReport, String> {
-    let pair = Pair::open(server, client, ip, port, len)?;
-    let r = search(&pair, Duration::from_secs_f64(trial_secs));
-    pair.close()?;
-    r
+    with_pair(server, client, ip, port, len, |p| {
+        search(p, Duration::from_secs_f64(trial_secs))
+    })
 }
 
 /// Lost no more than the tolerance (and something was sent).

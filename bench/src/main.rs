@@ -707,16 +707,10 @@ fn summary(test: Test, m: &Metrics) -> String {
             ),
             None => "?".into(),
         },
-        Test::Flood64 => format!(
-            "{} kframes/s counted of {} sent ({} % lost), {} kframes/s into the VM's NIC",
+        Test::Flood64 | Test::Udp64 => format!(
+            "{} kframes/s {} of {} sent ({} % lost), {} kframes/s into the VM's NIC",
             f(m.udp_delivered_fps.map(|x| x / 1e3), 0),
-            f(m.udp_sent_fps.map(|x| x / 1e3), 0),
-            f(m.udp_loss_percent, 1),
-            f(m.udp_nic_rx_fps.map(|x| x / 1e3), 0),
-        ),
-        Test::Udp64 => format!(
-            "{} kframes/s to iperf3 of {} sent ({} % lost), {} kframes/s into the VM's NIC",
-            f(m.udp_delivered_fps.map(|x| x / 1e3), 0),
+            if test == Test::Flood64 { "counted" } else { "to iperf3" },
             f(m.udp_sent_fps.map(|x| x / 1e3), 0),
             f(m.udp_loss_percent, 1),
             f(m.udp_nic_rx_fps.map(|x| x / 1e3), 0),
