@@ -267,6 +267,19 @@ fn set_rcvbuf(s: &UdpSocket) {
     }
 }
 
+/// One message header per iovec, each pointing at its own (which must outlive the headers).
+fn headers_over(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: mmsghdr is plain data; zero is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 /// Sends for `dur`, as fast as possible or paced to `rate` datagrams per second (a batch at a
 /// time); returns datagrams accepted and the seconds actually spent.
 fn send_for(s: &UdpSocket, len: usize, dur: Duration, rate: Option<f64>) -> Result<(u64, f64), String> {
@@ -277,12 +290,7 @@ fn send_for(s: &UdpSocket, len: usize, dur: Duration, rate: Option<f64>) -> Resu
             iov_len: len,
         })
         .collect();
-    // SAFETY: mmsghdr is plain data; zero is a valid empty header.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    let mut msgs = headers_over(&mut iov);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut errors = 0u64;
@@ -315,7 +323,7 @@ fn send_for(s: &UdpSocket, len: usize, dur: Duration, rate: Option<f64>) -> Resu
             Some(libc::ENOBUFS | libc::EAGAIN | libc::ECONNREFUSED | libc::EINTR) => {
                 errors += 1;
                 if errors > 1_000_000 {
-                    return Err("flood sender: a million failed sends in a row".to_string());
+                    return Err("flood sender: a million failed sends".to_string());
                 }
             }
             _ => return Err(format!("flood sender: {}", std::io::Error::last_os_error())),
@@ -336,12 +344,7 @@ fn count(s: &UdpSocket, len: usize, counted: &AtomicU64, stop: &AtomicBool) -> R
             iov_len: want + 1,
         })
         .collect();
-    // SAFETY: mmsghdr is plain data; zero is a valid empty header.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    let mut msgs = headers_over(&mut iov);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: msgs point at iovecs over `bufs`, alive for the call. The socket's read
         // timeout makes a blocking call return within 50 ms.

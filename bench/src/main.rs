@@ -565,68 +565,47 @@ fn measure(
         }
         Test::Udp64 => {
             let server = iperf::Server::start(pair.server, port)?;
-            let rx0 = nic_packets(pair.server);
-            let tx0 = nic_packets(pair.client);
-            let mark = CpuMark::take(dp);
-            let v = iperf::client(pair.client, pair.server_ip, port, Load::Udp { len: UDP_LEN }, s.seconds)
-                .map_err(|e| format!("{e}; server log: {}", server.log_tail()))?;
-            let cpu = mark.usage_since(dp);
-            let rx = delta(rx0, nic_packets(pair.server), |c| c.0);
-            let tx = delta(tx0, nic_packets(pair.client), |c| c.1);
-            let r = iperf::parse_udp(&v, UDP_LEN)?;
-            let fps = r.delivered / r.seconds;
-            m.udp_nic_rx_fps = rx.map(|n| n / r.seconds);
-            m.udp_nic_tx_fps = tx.map(|n| n / r.seconds);
-            m.udp_sent_fps = Some(r.sent / r.seconds);
-            m.udp_delivered_fps = Some(fps);
-            m.udp_loss_percent = Some(r.lost_percent);
-            m.bytes = Some(r.bytes);
-            m.workers = workers;
-            m.udp_delivered_fps_per_worker = workers.map(|w| fps / f64::from(w.max(1)));
-            // Per frame the datapath handed to the server VM (what iperf3 got if the NIC
-            // counter is unavailable).
-            let forwarded = rx.unwrap_or(r.delivered);
-            if forwarded > 0.0 {
-                m.datapath_cpu_us_per_frame = cpu.datapath_s.map(|c| c * 1e6 / forwarded);
-            }
-            m.cpu = Some(cpu);
+            let mut bytes = 0.0;
+            let r = frame_rates(&mut m, &pair, dp, workers, || {
+                let v = iperf::client(pair.client, pair.server_ip, port, Load::Udp { len: UDP_LEN }, s.seconds)
+                    .map_err(|e| format!("{e}; server log: {}", server.log_tail()))?;
+                let r = iperf::parse_udp(&v, UDP_LEN)?;
+                bytes = r.bytes;
+                Ok(FrameCounts {
+                    sent: r.sent,
+                    delivered: r.delivered,
+                    seconds: r.seconds,
+                    lost_percent: Some(r.lost_percent),
+                })
+            })?;
+            m.bytes = Some(bytes);
             if r.delivered <= 0.0 {
                 return Err(format!(
                     "no datagram arrived ({:.0} sent, loss {:.1} %)",
-                    r.sent, r.lost_percent
+                    r.sent,
+                    r.lost_percent.unwrap_or(0.0)
                 ));
             }
         }
         Test::Flood64 => {
-            let rx0 = nic_packets(pair.server);
-            let tx0 = nic_packets(pair.client);
-            let mark = CpuMark::take(dp);
-            let r = flood::run(
-                pair.server,
-                pair.client,
-                pair.server_ip,
-                port,
-                UDP_LEN as usize,
-                s.seconds,
-            )?;
-            let cpu = mark.usage_since(dp);
-            let rx = delta(rx0, nic_packets(pair.server), |c| c.0);
-            let tx = delta(tx0, nic_packets(pair.client), |c| c.1);
-            let secs = r.seconds.max(1e-9);
-            let fps = r.received as f64 / secs;
-            m.udp_nic_rx_fps = rx.map(|n| n / secs);
-            m.udp_nic_tx_fps = tx.map(|n| n / secs);
-            m.udp_sent_fps = Some(r.sent as f64 / secs);
-            m.udp_delivered_fps = Some(fps);
-            m.udp_loss_percent = (r.sent > 0).then(|| 100.0 * (1.0 - r.received as f64 / r.sent as f64));
-            m.workers = workers;
-            m.udp_delivered_fps_per_worker = workers.map(|w| fps / f64::from(w.max(1)));
-            let forwarded = rx.unwrap_or(r.received as f64);
-            if forwarded > 0.0 {
-                m.datapath_cpu_us_per_frame = cpu.datapath_s.map(|c| c * 1e6 / forwarded);
-            }
-            m.cpu = Some(cpu);
-            if r.received == 0 {
+            let r = frame_rates(&mut m, &pair, dp, workers, || {
+                let r = flood::run(
+                    pair.server,
+                    pair.client,
+                    pair.server_ip,
+                    port,
+                    UDP_LEN as usize,
+                    s.seconds,
+                )?;
+                let (sent, received) = (r.sent as f64, r.received as f64);
+                Ok(FrameCounts {
+                    sent,
+                    delivered: received,
+                    seconds: r.seconds,
+                    lost_percent: (r.sent > 0).then(|| 100.0 * (1.0 - received / sent)),
+                })
+            })?;
+            if r.delivered <= 0.0 {
                 return Err(format!("no datagram arrived ({} sent)", r.sent));
             }
         }
@@ -648,6 +627,50 @@ fn measure(
         }
     }
     Ok(m)
+}
+
+/// What a small-frame test counted at the VMs' sockets.
+struct FrameCounts {
+    sent: f64,
+    delivered: f64,
+    /// How long the sender sent.
+    seconds: f64,
+    lost_percent: Option<f64>,
+}
+
+/// Runs the small-frame test `f` between two readings of both VMs' NIC counters and of the
+/// datapath's CPU, and fills the small-frame figures from them and from what `f` counted.
+fn frame_rates(
+    m: &mut Metrics,
+    pair: &systems::Pair,
+    dp: &DatapathCpu,
+    workers: Option<u32>,
+    f: impl FnOnce() -> Result<FrameCounts, String>,
+) -> Result<FrameCounts, String> {
+    let rx0 = nic_packets(pair.server);
+    let tx0 = nic_packets(pair.client);
+    let mark = CpuMark::take(dp);
+    let r = f()?;
+    let cpu = mark.usage_since(dp);
+    let rx = delta(rx0, nic_packets(pair.server), |c| c.0);
+    let tx = delta(tx0, nic_packets(pair.client), |c| c.1);
+    let secs = r.seconds.max(1e-9);
+    let fps = r.delivered / secs;
+    m.udp_nic_rx_fps = rx.map(|n| n / secs);
+    m.udp_nic_tx_fps = tx.map(|n| n / secs);
+    m.udp_sent_fps = Some(r.sent / secs);
+    m.udp_delivered_fps = Some(fps);
+    m.udp_loss_percent = r.lost_percent;
+    m.workers = workers;
+    m.udp_delivered_fps_per_worker = workers.map(|w| fps / f64::from(w.max(1)));
+    // Per frame the datapath handed to the server VM (what the receiver got if the NIC
+    // counter is unavailable).
+    let forwarded = rx.unwrap_or(r.delivered);
+    if forwarded > 0.0 {
+        m.datapath_cpu_us_per_frame = cpu.datapath_s.map(|c| c * 1e6 / forwarded);
+    }
+    m.cpu = Some(cpu);
+    Ok(r)
 }
 
 /// Which cloudrack binaries ran: their directory, and each one's size and modification time

@@ -205,18 +205,18 @@ pub fn select_named<T: Copy + PartialEq>(
     known: &str,
 ) -> Result<Vec<T>, String> {
     let all: Vec<T> = all.into_iter().collect();
-    let mut systems = Vec::new();
+    let mut chosen = Vec::new();
     for name in only.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let s = parse(name).ok_or_else(|| format!("{flag}: unknown name {name:?} (known: {known})"))?;
-        if !systems.contains(&s) {
-            systems.push(s);
+        if !chosen.contains(&s) {
+            chosen.push(s);
         }
     }
-    if systems.is_empty() {
-        systems = all.clone();
+    if chosen.is_empty() {
+        chosen = all.clone();
     }
-    systems.sort_by_key(|s| all.iter().position(|x| x == s));
-    Ok(systems)
+    chosen.sort_by_key(|s| all.iter().position(|x| x == s));
+    Ok(chosen)
 }
 
 /// Write a bench's JSON document to `path` (pretty, trailing newline), creating its directory.
