@@ -115,7 +115,6 @@ pub(crate) mod test {
         let mut pc = 0;
         loop {
             let i = prog[pc];
-            // A load past the end ends the program with 0, as in the kernel.
             let loaded = match i.code {
                 LD_W_ABS => load(i.k, 4),
                 LD_H_ABS if i.k == SKF_AD_PROTOCOL => Some(u32::from(proto)),
@@ -123,7 +122,8 @@ pub(crate) mod test {
                 LD_B_ABS => load(i.k, 1),
                 LD_W_IND => load(x.wrapping_add(i.k), 4),
                 LD_H_IND => load(x.wrapping_add(i.k), 2),
-                LD_B_IND | LDX_MSH => load(if i.code == LDX_MSH { i.k } else { x.wrapping_add(i.k) }, 1),
+                LD_B_IND => load(x.wrapping_add(i.k), 1),
+                LDX_MSH => load(i.k, 1),
                 _ => Some(0),
             };
             let Some(v) = loaded else { return 0 };

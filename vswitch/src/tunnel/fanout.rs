@@ -216,8 +216,8 @@ mod test {
         assert_eq!(run(&DROP_ALL, &ipv4(47, [198, 18, 0, 1])), 0);
     }
 
-    /// An Ethernet + IPv4 + UDP frame of `len` bytes from UDP port `sport`, under keyed GRE.
-    /// The same inner frame as an offload super-frame (GRE protocol 0x88B5, virtio-net header).
+    /// The frame of [`gre_udp`] as an offload super-frame (GRE protocol 0x88B5, virtio-net
+    /// header).
     fn gre_super(sport: u16, len: usize) -> Vec<u8> {
         let teb = gre_udp(sport, len);
         let mut g = vec![0x20, 0x00, 0x88, 0xb5, 0, 0, 0, 7];
@@ -226,6 +226,7 @@ mod test {
         g
     }
 
+    /// An Ethernet + IPv4 + UDP frame of `len` bytes from UDP port `sport`, under keyed GRE.
     fn gre_udp(sport: u16, len: usize) -> Vec<u8> {
         let mut g = vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7];
         let mut f = vec![0u8; len];
