@@ -15,9 +15,16 @@ fn server_counter(c: &Cluster, name: &str) -> u64 {
 fn try_switch(c: &Cluster, controller: &str, dpid: u64, tls: &[String]) -> bool {
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
     let mut sw = c.spawn_switch_as(2, controller, dpid, &tls, &[]);
+    // The switch counts itself connected once it has sent its registration, a moment before
+    // a controller that refuses it closes the connection (and it retries every ~1.6 s): a
+    // registered switch stays connected, so three sightings in a row (200 ms) are asked for.
+    let mut in_a_row = 0;
     let connected = wait_until(Duration::from_secs(4), Duration::from_millis(100), || {
-        c.try_ctl_json(2, &["show"])
-            .is_some_and(|v| v["controller_connected"] == true)
+        let up = c
+            .try_ctl_json(2, &["show"])
+            .is_some_and(|v| v["controller_connected"] == true);
+        in_a_row = if up { in_a_row + 1 } else { 0 };
+        in_a_row >= 3
     });
     sw.stop();
     let _ = std::fs::remove_file(c.ctl_path(2));
