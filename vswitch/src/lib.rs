@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod dp;
 pub mod flow_table;
 pub mod ofp;
+pub mod os;
 pub mod port;
 pub mod switch;
 pub mod tunnel;

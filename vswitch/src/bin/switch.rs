@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use cloudrack_vswitch::dp::{Datapath, DatapathConfig};
-use cloudrack_vswitch::port::sys;
+use cloudrack_vswitch::os as sys;
 use cloudrack_vswitch::switch::{Switch, SwitchConfig};
 use cloudrack_vswitch::tunnel::GreSocket;
 use cloudrack_vswitch::{ctl, ofp};

@@ -7,7 +7,7 @@ pub mod client;
 use crate::dp::fib::PortKind;
 use crate::flow_table::FlowFilter;
 use crate::ofp::Hub;
-use crate::port::sys::fmt_mac;
+use crate::os::fmt_mac;
 use crate::switch::{Switch, TunnelSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -126,7 +126,7 @@ fn handle(switch: Arc<Switch>, hub: Arc<Hub>, stream: UnixStream) {
 }
 
 fn parse_mac(s: &str) -> Result<crate::dp::fib::Mac, String> {
-    crate::port::sys::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address"))
+    crate::os::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address"))
 }
 
 /// Carry out one request.

@@ -84,11 +84,11 @@ fn cpu_for(id: usize, cpus: &[usize], n_cpus: usize) -> usize {
 /// (and its filter-dropping raw socket keeps that harmless), so failing is only slower.
 fn claim_gre(ifname: &str, local: std::net::Ipv4Addr) -> Option<GreClaim> {
     // The program reads an Ethernet header.
-    if crate::port::sys::link_type(ifname).ok() != Some(libc::ARPHRD_ETHER) {
+    if crate::os::link_type(ifname).ok() != Some(libc::ARPHRD_ETHER) {
         tracing::info!(interface = %ifname, "not an Ethernet interface: GRE not claimed from the host's IP stack");
         return None;
     }
-    match crate::port::sys::ifindex(ifname).and_then(|ifindex| GreClaim::attach(ifindex, local)) {
+    match crate::os::ifindex(ifname).and_then(|ifindex| GreClaim::attach(ifindex, local)) {
         Ok(c) => {
             tracing::info!(interface = %ifname, "GRE to us claimed at tc ingress: the host's IP stack no longer processes it too");
             Some(c)

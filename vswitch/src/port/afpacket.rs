@@ -7,7 +7,8 @@
 //! stack's) from coming back in as if received, which would loop.
 
 use super::batch::RxBatch;
-use super::{sys, PortIo, RxFrame, RX_HEADROOM};
+use super::{PortIo, RxFrame, RX_HEADROOM};
+use crate::os as sys;
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -9,7 +9,6 @@
 
 pub mod afpacket;
 pub mod batch;
-pub mod sys;
 pub mod tap;
 
 use batch::{RxBatch, BATCH};

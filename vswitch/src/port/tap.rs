@@ -7,7 +7,8 @@
 //! vnet header: the kernel then cut every frame to the MTU and checksummed it in software on the
 //! way to us, and we had to segment on the way back, at about a third of the speed.)
 
-use super::{sys, PortIo, RxFrame, RX_HEADROOM};
+use super::{PortIo, RxFrame, RX_HEADROOM};
+use crate::os as sys;
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

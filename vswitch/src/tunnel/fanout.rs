@@ -23,7 +23,7 @@
 //! [`GreSocket::set_send_only`]: super::GreSocket::set_send_only
 
 use super::cbpf::{insn, JEQ_K, LD_B_ABS, LD_H_ABS, LD_W_ABS, RET_K, SKF_AD_PROTOCOL};
-use crate::port::sys;
+use crate::os as sys;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

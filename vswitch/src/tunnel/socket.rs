@@ -29,11 +29,11 @@ impl GreSocket {
         // Reassembled super-frames are costly in buffer accounting (each fragment keeps its own
         // buffer): a small receive buffer drops whole 64 KB frames. Root may exceed rmem_max.
         for (opt, size) in [(libc::SO_RCVBUFFORCE, 64 << 20), (libc::SO_SNDBUFFORCE, 16 << 20)] {
-            if crate::port::sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
+            if crate::os::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
                 let _ = sock.set_recv_buffer_size(size as usize);
             }
         }
-        crate::port::sys::setsockopt_int(
+        crate::os::setsockopt_int(
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
@@ -52,7 +52,7 @@ impl GreSocket {
     /// our GRE with ICMP "protocol unreachable".
     pub fn set_send_only(&self) -> io::Result<()> {
         super::fanout::attach_filter(self.fd(), &super::fanout::DROP_ALL)?;
-        let _ = crate::port::sys::setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        let _ = crate::os::setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
         // What queued before the filter went on.
         let mut buf = [0u8; 64];
         while self.recv(&mut buf).is_ok() {}
@@ -73,6 +73,6 @@ impl GreSocket {
 
     /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        crate::port::sys::recv(self.sock.as_raw_fd(), buf, 0)
+        crate::os::recv(self.sock.as_raw_fd(), buf, 0)
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub fn captures_dir() -> PathBuf {
     let dir = match std::env::var_os("CLOUDRACK_CAPTURES") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures"),
     };
     assert!(
         dir.is_dir(),

@@ -1,4 +1,6 @@
-//! Small wrappers over the interface ioctls the ports need (index, flags, MAC, MTU).
+//! The OS layer: the few Linux calls the switch makes directly (interface ioctls: index, flags,
+//! MAC, MTU; AF_PACKET sockets, socket options, receive, vnet-header writes). Everything unsafe
+//! about talking to the kernel outside the port and tunnel devices lives here.
 
 use std::ffi::CString;
 use std::io;
