@@ -364,10 +364,27 @@ fn every_modelled_message_round_trips() {
             port_status_mask: [7, 7],
             flow_removed_mask: [0xf, 0],
         }),
+        Body::MeterMod(MeterMod {
+            command: OFPMC_ADD,
+            flags: OFPMF_PKTPS,
+            meter_id: 1,
+            bands: vec![MeterBand::drop(10, 0)],
+        }),
+        Body::GroupMod(GroupMod {
+            command: OFPGC_ADD,
+            group_type: OFPGT_FF,
+            group_id: 2,
+            buckets: vec![Bucket {
+                weight: 0,
+                watch_port: 3,
+                watch_group: OFPG_ANY,
+                actions: vec![Action::output(3)],
+            }],
+        }),
         Body::Unknown {
             version: OFP_VERSION,
-            typ: OFPT_METER_MOD,
-            body: vec![0, 0, 0, 0, 0, 0, 0, 1],
+            typ: OFPT_QUEUE_GET_CONFIG_REQUEST,
+            body: vec![0, 0, 0, 1, 0, 0, 0, 0],
         },
     ];
     for (i, body) in bodies.into_iter().enumerate() {

@@ -8,6 +8,8 @@
 use super::config::{AsyncConfig, RoleMsg, SwitchConfig, TableMod};
 use super::error::{OfpError, OFP_ERROR_DATA_LEN};
 use super::flow::{FlowMod, FlowRemoved};
+use super::group::GroupMod;
+use super::meter::MeterMod;
 use super::header::*;
 use super::hello::HelloElement;
 use super::multipart::{MultipartReplyBody, MultipartRequestBody};
@@ -64,6 +66,8 @@ pub enum Body {
     },
     PacketOut(PacketOut),
     FlowMod(FlowMod),
+    GroupMod(GroupMod),
+    MeterMod(MeterMod),
     PortMod(PortMod),
     TableMod(TableMod),
     MultipartRequest {
@@ -81,7 +85,7 @@ pub enum Body {
     GetAsyncRequest,
     GetAsyncReply(AsyncConfig),
     SetAsync(AsyncConfig),
-    /// Any other message (GROUP_MOD, METER_MOD, QUEUE_GET_CONFIG_*, ...) or a modelled one in
+    /// Any other message (QUEUE_GET_CONFIG_*, ...) or a modelled one in
     /// non-canonical form: the raw body after the 8-byte header.
     Unknown {
         version: u8,
@@ -109,6 +113,8 @@ impl Body {
             Body::PortStatus { .. } => OFPT_PORT_STATUS,
             Body::PacketOut(_) => OFPT_PACKET_OUT,
             Body::FlowMod(_) => OFPT_FLOW_MOD,
+            Body::GroupMod(_) => OFPT_GROUP_MOD,
+            Body::MeterMod(_) => OFPT_METER_MOD,
             Body::PortMod(_) => OFPT_PORT_MOD,
             Body::TableMod(_) => OFPT_TABLE_MOD,
             Body::MultipartRequest { .. } => OFPT_MULTIPART_REQUEST,
@@ -200,6 +206,8 @@ impl Body {
             }
             OFPT_PACKET_OUT => Body::PacketOut(PacketOut::decode(&mut r)?),
             OFPT_FLOW_MOD => Body::FlowMod(FlowMod::decode(&mut r)?),
+            OFPT_GROUP_MOD => Body::GroupMod(GroupMod::decode(&mut r)?),
+            OFPT_METER_MOD => Body::MeterMod(MeterMod::decode(&mut r)?),
             OFPT_PORT_MOD => Body::PortMod(PortMod::decode(&mut r)?),
             OFPT_TABLE_MOD => Body::TableMod(TableMod::decode(&mut r)?),
             OFPT_MULTIPART_REQUEST => {
@@ -281,6 +289,8 @@ impl Body {
             }
             Body::PacketOut(p) => p.encode(w),
             Body::FlowMod(f) => f.encode(w),
+            Body::GroupMod(g) => g.encode(w),
+            Body::MeterMod(m) => m.encode(w),
             Body::PortMod(p) => p.encode(w),
             Body::TableMod(t) => t.encode(w),
             Body::MultipartRequest { flags, body } => {
@@ -538,16 +548,19 @@ mod tests {
 
     #[test]
     fn unmodelled_and_non_canonical_bodies_stay_raw() {
-        // GROUP_MOD is not modelled.
-        let gm = [4, 15, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        // QUEUE_GET_CONFIG_REQUEST is not modelled.
+        let qr = [4, 22, 0, 16, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
         assert_eq!(
-            round_trip(&gm).body,
+            round_trip(&qr).body,
             Body::Unknown {
                 version: 4,
-                typ: OFPT_GROUP_MOD,
-                body: gm[8..].to_vec()
+                typ: OFPT_QUEUE_GET_CONFIG_REQUEST,
+                body: qr[8..].to_vec()
             }
         );
+        // A GROUP_MOD with non-zero padding stays raw.
+        let gm = [4, 15, 0, 16, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1];
+        assert!(matches!(round_trip(&gm).body, Body::Unknown { typ: OFPT_GROUP_MOD, .. }));
         // FEATURES_REPLY with non-zero padding.
         let mut fr = [0u8; 32];
         fr[..4].copy_from_slice(&[4, 6, 0, 32]);

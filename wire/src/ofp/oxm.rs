@@ -176,6 +176,38 @@ impl Oxm {
         }
     }
 
+    /// A basic-class TLV as (field, value, mask) bytes, whatever its typed form: the shape a
+    /// classifier works on. `None` for other classes, and for a hasmask TLV whose payload
+    /// cannot be split into value and mask of equal length.
+    pub fn basic_parts(&self) -> Option<(u8, Vec<u8>, Option<Vec<u8>>)> {
+        if self.class() != OFPXMC_OPENFLOW_BASIC {
+            return None;
+        }
+        let bytes = self.to_bytes();
+        let payload = bytes.get(4..)?;
+        if self.has_mask() {
+            if payload.len() % 2 != 0 {
+                return None;
+            }
+            let (v, m) = payload.split_at(payload.len() / 2);
+            Some((self.field(), v.to_vec(), Some(m.to_vec())))
+        } else {
+            Some((self.field(), payload.to_vec(), None))
+        }
+    }
+
+    /// The basic-class TLV for `field` with `value` (and `mask`), typed where modelled.
+    pub fn basic(field: u8, value: &[u8], mask: Option<&[u8]>) -> Oxm {
+        let mut buf = Vec::with_capacity(4 + 2 * value.len());
+        basic(&mut Writer::new(&mut buf), field, value, mask);
+        Oxm::from_bytes(&buf).unwrap_or(Oxm::Other {
+            class: OFPXMC_OPENFLOW_BASIC,
+            field,
+            hasmask: mask.is_some(),
+            value: buf.get(4..).unwrap_or_default().to_vec(),
+        })
+    }
+
     /// Decodes exactly one TLV occupying all of `buf`.
     pub fn from_bytes(buf: &[u8]) -> Result<Oxm, OfpError> {
         let mut r = Reader::new(buf);
@@ -464,5 +496,37 @@ mod tests {
             value: vec![0; 256],
         };
         assert!(!crate::ofp::writer::reencodes_to(&big.to_bytes(), |w| big.encode(w)));
+    }
+}
+
+#[cfg(test)]
+mod basic_parts_test {
+    use super::*;
+
+    #[test]
+    fn typed_and_raw_fields_split_alike() {
+        let typed = Oxm::Ipv4Src {
+            addr: Ipv4Addr::new(10, 0, 0, 0),
+            mask: Some(Ipv4Addr::new(255, 0, 0, 0)),
+        };
+        assert_eq!(
+            typed.basic_parts(),
+            Some((OFPXMT_OFB_IPV4_SRC, vec![10, 0, 0, 0], Some(vec![255, 0, 0, 0])))
+        );
+        // A masked TCP port is not a typed variant: it stays Other, and splits the same way.
+        let raw = Oxm::basic(OFPXMT_OFB_TCP_DST, &[0x10, 0], Some(&[0xf0, 0]));
+        assert!(matches!(raw, Oxm::Other { hasmask: true, .. }));
+        assert_eq!(
+            raw.basic_parts(),
+            Some((OFPXMT_OFB_TCP_DST, vec![0x10, 0], Some(vec![0xf0, 0])))
+        );
+        assert_eq!(Oxm::basic(OFPXMT_OFB_IN_PORT, &[0, 0, 0, 7], None), Oxm::InPort(7));
+        let exp = Oxm::Other {
+            class: OFPXMC_EXPERIMENTER,
+            field: 1,
+            hasmask: false,
+            value: vec![0; 8],
+        };
+        assert_eq!(exp.basic_parts(), None);
     }
 }
