@@ -10,6 +10,7 @@ pub mod dp;
 pub mod flow_table;
 pub mod ofp;
 pub mod os;
+pub mod pipeline;
 pub mod port;
 pub mod switch;
 pub mod tunnel;

@@ -9,9 +9,9 @@ use super::config::{AsyncConfig, RoleMsg, SwitchConfig, TableMod};
 use super::error::{OfpError, OFP_ERROR_DATA_LEN};
 use super::flow::{FlowMod, FlowRemoved};
 use super::group::GroupMod;
-use super::meter::MeterMod;
 use super::header::*;
 use super::hello::HelloElement;
+use super::meter::MeterMod;
 use super::multipart::{MultipartReplyBody, MultipartRequestBody};
 use super::packet::{PacketIn, PacketOut};
 use super::port::{PortDesc, PortMod};
@@ -560,7 +560,13 @@ mod tests {
         );
         // A GROUP_MOD with non-zero padding stays raw.
         let gm = [4, 15, 0, 16, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1];
-        assert!(matches!(round_trip(&gm).body, Body::Unknown { typ: OFPT_GROUP_MOD, .. }));
+        assert!(matches!(
+            round_trip(&gm).body,
+            Body::Unknown {
+                typ: OFPT_GROUP_MOD,
+                ..
+            }
+        ));
         // FEATURES_REPLY with non-zero padding.
         let mut fr = [0u8; 32];
         fr[..4].copy_from_slice(&[4, 6, 0, 32]);
