@@ -129,14 +129,18 @@ fn ovs_ofctl_inspects_the_switch() {
     ofctl(&["del-flows", target, "tun_id=3,dl_dst=02:00:00:00:00:99"]);
     let flows = ofctl(&["dump-flows", target]);
     assert!(!flows.contains("dl_dst=02:00:00:00:00:99"), "{flows}");
-    // Something we cannot do is refused with an OpenFlow error, not silently accepted.
+    // Any OpenFlow 1.3 match goes in now; what this switch cannot match (MPLS) is refused with
+    // an OpenFlow error, not silently accepted.
+    ofctl(&["add-flow", target, "ip,nw_dst=10.0.0.1,actions=drop"]);
+    let flows = ofctl(&["dump-flows", target]);
+    assert!(flows.contains("nw_dst=10.0.0.1"), "{flows}");
     let out = ns.exec(&[
         "ovs-ofctl",
         "-O",
         "OpenFlow13",
         "add-flow",
         target,
-        "ip,nw_dst=10.0.0.1,actions=drop",
+        "mpls,mpls_label=5,actions=drop",
     ]);
     assert!(!out.status.success(), "an unsupported match was accepted");
     println!("refused as expected: {}", String::from_utf8_lossy(&out.stderr).trim());

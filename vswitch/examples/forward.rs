@@ -9,10 +9,12 @@
 //! waits until the worker has sent them all out of out0. The worker's thread (callgrind's
 //! thread 2) holds the datapath's instructions: divide by N, after subtracting an N = 0 run.
 
-use cloudrack_vswitch::dp::fib::{Fib, LocalPort, MacEntry, PortKind};
+use cloudrack_vswitch::dp::fib::{Fib, LocalPort, PortKind};
 use cloudrack_vswitch::dp::{Datapath, DatapathConfig};
+use cloudrack_vswitch::pipeline::{normal_table_miss, Pipeline};
 use cloudrack_vswitch::port::afpacket::AfPacketPort;
 use cloudrack_vswitch::port::PortIo;
+use cloudrack_wire::ofp::{Action, FlowMod, Instruction, Match, Oxm};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,15 +72,21 @@ fn main() {
     let out_counters = out.counters.clone();
     fib.local.insert(1, port(1, "in0"));
     fib.local.insert(2, out);
+    let mut pipeline = Pipeline::new(100);
+    pipeline.insert(normal_table_miss());
     for (mac, p) in [(SRC, 1), (DST, 2)] {
-        fib.macs.insert(
-            (0, mac),
-            MacEntry {
-                out_port: Some(p),
-                counters: Arc::default(),
-            },
-        );
+        pipeline
+            .flow_mod(&FlowMod {
+                priority: 100,
+                match_: Match::new()
+                    .with(Oxm::TunnelId { id: 0, mask: None })
+                    .with(Oxm::EthDst { mac, mask: None }),
+                instructions: vec![Instruction::ApplyActions(vec![Action::output(p)])],
+                ..FlowMod::default()
+            })
+            .expect("flow");
     }
+    fib.pipeline = pipeline;
     fib.rebuild_flood();
     dp.publish(fib);
     std::thread::sleep(Duration::from_millis(300));

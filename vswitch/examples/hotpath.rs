@@ -3,15 +3,21 @@
 //!
 //!   valgrind --tool=callgrind cargo-built-example decide|segment|split N
 //!
-//! `decide`: the forwarding decision for N 64-byte frames against a 10 000-entry MAC table.
+//! `decide`: the forwarding decision for N 64-byte frames against a 10 000-entry table 0 of
+//! L2 flows (what the Cloud Rack controller installs): flow key, flow cache, and on a miss the
+//! pipeline's translation, as a worker does per frame.
 //! `segment`: cutting N 64 KB TCP super-frames to the underlay MTU with full checksums (what a
 //! tunnel to an Open vSwitch peer needs). `split`: preparing N super-frames for a Cloud Rack
 //! peer (carried whole: nothing to do below 65 497 bytes; this measures the largest frames,
 //! which are split in two without summing the payload).
 
-use cloudrack_vswitch::dp::fib::{Fib, MacEntry};
-use cloudrack_vswitch::dp::forward::{decide, Ingress};
+use cloudrack_vswitch::dp::fib::Fib;
 use cloudrack_vswitch::dp::offload;
+use cloudrack_vswitch::pipeline::cache::FlowCache;
+use cloudrack_vswitch::pipeline::key::extract;
+use cloudrack_vswitch::pipeline::xlate::{translate, Origin};
+use cloudrack_vswitch::pipeline::{normal_table_miss, Pipeline};
+use cloudrack_wire::ofp::{Action, FlowMod, Instruction, Match, Oxm};
 use cloudrack_wire::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -40,29 +46,46 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     match what.as_str() {
         "decide" => {
-            let mut fib = Fib::default();
+            let mut pipeline = Pipeline::new(20_000);
+            pipeline.insert(normal_table_miss());
             for i in 0..10_000u32 {
                 let b = i.to_be_bytes();
                 let mac = [2, 0, b[0], b[1], b[2], b[3]];
-                fib.macs.insert(
-                    (0, mac),
-                    MacEntry {
-                        out_port: Some(1 + i % 8),
-                        counters: Arc::default(),
-                    },
-                );
+                pipeline
+                    .flow_mod(&FlowMod {
+                        priority: 100,
+                        match_: Match::new()
+                            .with(Oxm::TunnelId { id: 0, mask: None })
+                            .with(Oxm::EthDst { mac, mask: None }),
+                        instructions: vec![Instruction::ApplyActions(vec![Action::output(1 + i % 8)])],
+                        ..FlowMod::default()
+                    })
+                    .unwrap();
             }
+            let fib = Fib {
+                pipeline,
+                ..Fib::default()
+            };
+            let mut cache = FlowCache::default();
+            cache.sync(1);
             let mut frame = vec![0u8; 64];
             frame[..6].copy_from_slice(&[2, 0, 0, 0, 0x10, 0x00]);
             frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0x00, 0x01]);
-            let ingress = Ingress::Local { port_no: 2, vnet: 0 };
-            let mut hits = 0usize;
+            let mut outputs = 0usize;
             for i in 0..n {
                 frame[5] = i as u8;
-                let v = decide(black_box(&fib), ingress, black_box(&frame));
-                hits += v.packet_in as usize;
+                let (key, _) = extract(black_box(&frame), 2, 0);
+                let x = match cache.lookup(&key) {
+                    Some(x) => x,
+                    None => {
+                        let x = Arc::new(translate(&fib.pipeline, &fib, &key, Origin::Port));
+                        cache.insert(&key, x.clone());
+                        x
+                    }
+                };
+                outputs += x.ops.len();
             }
-            println!("decide: {n} frames, {hits} packet-ins");
+            println!("decide: {n} frames, {outputs} outputs, {:?}", cache.stats);
         }
         "segment" | "split" => {
             let frame = tcp_super_frame(63_712);

@@ -1,18 +1,20 @@
-//! The switch's control-plane state: ports, tunnels and flows, and the operations the
-//! OpenFlow sessions and the management socket perform on them. Every change rebuilds the FIB
-//! and publishes it to the workers; nothing here runs per packet.
+//! The switch's control-plane state: ports, tunnels and the OpenFlow pipeline (flow tables,
+//! groups, meters), and the operations the OpenFlow sessions and the management socket perform
+//! on them. Every change publishes a new FIB to the workers (the pipeline is persistent, so a
+//! FLOW_MOD costs one path copy, not a rebuild); nothing here runs per packet.
 //!
 //! Thread-safety: one mutex guards the state; it is taken by control threads only (OpenFlow
 //! sessions, management socket, the timer), never by a datapath worker.
 
 use crate::dp::fib::{Fib, LocalPort, Mac, PortKind, Tunnel};
-use crate::dp::forward::{decide, Action, Ingress};
 use crate::dp::stats::{now_ms, PortCounters};
 use crate::dp::{Datapath, DpEvent};
-use crate::flow_table::{ExpiryReason, Flow, FlowFilter, FlowKey, FlowTable, TableFull};
+use crate::ofp::translate::OfpErr;
 use crate::os as sys;
+use crate::pipeline::table::FlowEntry;
+use crate::pipeline::{FlowFilter, Pipeline, Removed};
 use crate::port::{afpacket::AfPacketPort, tap::TapPort, PortIo};
-use cloudrack_wire::vnet_hdr::VnetHdr;
+use cloudrack_wire::ofp;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -130,8 +132,8 @@ pub enum Notify {
     TunnelAdded(TunnelInfo),
     TunnelDeleted(TunnelInfo),
     FlowRemoved {
-        flow: Flow,
-        reason: FlowRemovedReason,
+        flow: Arc<FlowEntry>,
+        reason: Removed,
     },
     TunnelIdle {
         port_no: u32,
@@ -156,33 +158,10 @@ pub enum Notify {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowRemovedReason {
-    IdleTimeout,
-    HardTimeout,
-    Delete,
-}
-
-/// Where PACKET_OUT sends a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketOutTarget {
-    Port(u32),
-    /// Local ports of the network, except `in_port`.
-    Flood {
-        vnet: u32,
-        in_port: Option<u32>,
-    },
-    /// Through the flow table, as if received on `in_port` in `vnet`.
-    Table {
-        vnet: u32,
-        in_port: u32,
-    },
-}
-
 struct State {
     ports: BTreeMap<u32, LocalPort>,
     tunnels: BTreeMap<u32, Arc<Tunnel>>,
-    flows: FlowTable,
+    pipeline: Pipeline,
     next_port: u32,
     next_static: u32,
     next_worker: usize,
@@ -210,14 +189,17 @@ fn tunnel_name(t: &Tunnel) -> String {
 
 impl Switch {
     pub fn new(cfg: SwitchConfig, dp: Datapath) -> Switch {
-        let flows = FlowTable::with_capacity(cfg.max_flows);
+        let mut pipeline = Pipeline::new(cfg.max_flows);
+        // Like a new Open vSwitch bridge: table 0 hands everything to NORMAL (the L2 service)
+        // until a controller says otherwise.
+        pipeline.insert(crate::pipeline::normal_table_miss());
         Switch {
             cfg,
             dp,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
                 tunnels: BTreeMap::new(),
-                flows,
+                pipeline,
                 next_port: 1,
                 next_static: FIRST_STATIC_TUNNEL,
                 next_worker: 0,
@@ -253,7 +235,7 @@ impl Switch {
         let mut fib = Fib {
             local: st.ports.clone().into_iter().collect(),
             tunnels: st.tunnels.clone().into_iter().collect(),
-            macs: st.flows.compile(),
+            pipeline: st.pipeline.clone(),
             ..Fib::default()
         };
         fib.tunnel_by_remote = st.tunnels.values().map(|t| ((t.remote, t.key), t.port_no)).collect();
@@ -364,13 +346,7 @@ impl Switch {
         let Some(port) = st.ports.remove(&port_no) else { return };
         // Flows that lead to a port that is gone would only drop; remove them and tell the
         // controller, so it re-points instead of waiting for a timeout.
-        let removed = st.flows.delete(
-            &FlowFilter {
-                out_port: Some(port_no),
-                ..Default::default()
-            },
-            None,
-        );
+        let removed = st.pipeline.remove_port_flows(port_no);
         self.publish(st);
         info!(port = %port.name, port_no, why, flows_removed = removed.len(), "port removed");
         let info = Self::port_info(&port);
@@ -378,7 +354,7 @@ impl Switch {
         for flow in removed {
             self.notify(Notify::FlowRemoved {
                 flow,
-                reason: FlowRemovedReason::Delete,
+                reason: Removed::Delete,
             });
         }
     }
@@ -442,13 +418,7 @@ impl Switch {
         let mut st = self.lock();
         let t = st.tunnels.remove(&port_no).ok_or(SwitchError::NoSuchPortNo(port_no))?;
         st.idle_reported.remove(&port_no);
-        let removed = st.flows.delete(
-            &FlowFilter {
-                out_port: Some(port_no),
-                ..Default::default()
-            },
-            None,
-        );
+        let removed = st.pipeline.remove_port_flows(port_no);
         self.publish(&st);
         drop(st);
         info!(port_no, remote = %t.remote, key = t.key, flows_removed = removed.len(), "tunnel removed");
@@ -456,7 +426,7 @@ impl Switch {
         for flow in removed {
             self.notify(Notify::FlowRemoved {
                 flow,
-                reason: FlowRemovedReason::Delete,
+                reason: Removed::Delete,
             });
         }
         Ok(())
@@ -476,44 +446,53 @@ impl Switch {
         st.ports.contains_key(&port_no) || st.tunnels.contains_key(&port_no)
     }
 
-    pub fn flow_add(&self, flow: Flow) -> Result<(), SwitchError> {
+    /// Tell controllers about flows that left the tables.
+    fn notify_removed(&self, removed: Vec<Arc<FlowEntry>>, reason: Removed) {
+        for flow in removed {
+            self.notify(Notify::FlowRemoved { flow, reason });
+        }
+    }
+
+    /// Carry out a FLOW_MOD.
+    pub fn flow_mod(&self, fm: &ofp::FlowMod) -> Result<(), OfpErr> {
         let mut st = self.lock();
-        st.flows
-            .add(flow)
-            .map_err(|TableFull| SwitchError::FlowTableFull(st.flows.capacity))?;
-        self.publish(&st);
+        let out = st.pipeline.flow_mod(fm)?;
+        if out.changed > 0 {
+            self.publish(&st);
+        }
+        drop(st);
+        self.notify_removed(out.removed, Removed::Delete);
         Ok(())
     }
 
-    pub fn flow_modify(&self, filter: &FlowFilter, strict: Option<FlowKey>, out_port: Option<u32>) -> usize {
+    /// Carry out a GROUP_MOD (flows that used a deleted group go too).
+    pub fn group_mod(&self, gm: &ofp::GroupMod) -> Result<(), OfpErr> {
         let mut st = self.lock();
-        let n = st.flows.modify(filter, strict, out_port);
-        if n > 0 {
-            self.publish(&st);
-        }
-        n
-    }
-
-    pub fn flow_delete(&self, filter: &FlowFilter, strict: Option<FlowKey>) -> usize {
-        let mut st = self.lock();
-        let removed = st.flows.delete(filter, strict);
-        if removed.is_empty() {
-            return 0;
-        }
+        let removed = st.pipeline.group_mod(gm)?;
         self.publish(&st);
         drop(st);
-        let n = removed.len();
-        for flow in removed {
-            self.notify(Notify::FlowRemoved {
-                flow,
-                reason: FlowRemovedReason::Delete,
-            });
-        }
-        n
+        self.notify_removed(removed, Removed::GroupDelete);
+        Ok(())
     }
 
-    pub fn flows(&self, filter: &FlowFilter) -> Vec<Flow> {
-        self.lock().flows.filtered(filter).cloned().collect()
+    /// Carry out a METER_MOD (flows that used a deleted meter go too).
+    pub fn meter_mod(&self, mm: &ofp::MeterMod) -> Result<(), OfpErr> {
+        let mut st = self.lock();
+        let removed = st.pipeline.meter_mod(mm)?;
+        self.publish(&st);
+        drop(st);
+        self.notify_removed(removed, Removed::Delete);
+        Ok(())
+    }
+
+    /// The flows a filter takes.
+    pub fn flows(&self, filter: &FlowFilter) -> Vec<Arc<FlowEntry>> {
+        self.lock().pipeline.flows(filter)
+    }
+
+    /// A snapshot of the pipeline (tables, groups, meters), for statistics.
+    pub fn pipeline(&self) -> Pipeline {
+        self.lock().pipeline.clone()
     }
 
     pub fn ports(&self) -> Vec<PortInfo> {
@@ -524,64 +503,36 @@ impl Switch {
         self.lock().tunnels.values().map(|t| Self::tunnel_info(t)).collect()
     }
 
-    /// Send a frame from the controller (PACKET_OUT).
-    pub fn packet_out(&self, target: PacketOutTarget, frame: &[u8]) {
+    /// Send a frame from the controller (PACKET_OUT): its actions run through the same
+    /// translation and executor as the datapath's, on this (control) thread.
+    pub fn packet_out(&self, po: &ofp::PacketOut) -> Result<(), OfpErr> {
+        use crate::pipeline::actions::{compile_actions, Context};
+        use crate::pipeline::execute::{execute, Scratch};
+        use crate::pipeline::key::extract;
+        use crate::pipeline::xlate::translate_packet_out;
         let fib = self.dp.shared.fib.load_full();
-        let none = VnetHdr::default();
-        let send = |port_no: u32| {
-            if let Some(p) = fib.local.get(&port_no) {
-                match p.io.send(&none, frame) {
-                    Ok(()) => p.counters.tx(frame.len(), now_ms()),
-                    Err(_) => {
-                        p.counters.tx_errors.fetch_add(1, Relaxed);
-                    }
-                }
-            } else if let (Some(t), Some(gre)) = (fib.tunnels.get(&port_no), self.dp.shared.gre.as_ref()) {
-                match gre.send(t.remote, &t.header, frame) {
-                    Ok(()) => t.counters.tx(frame.len(), now_ms()),
-                    Err(_) => {
-                        t.counters.tx_errors.fetch_add(1, Relaxed);
-                    }
-                }
-            } else {
-                self.dp.shared.counters.drop_no_port.fetch_add(1, Relaxed);
-            }
-        };
-        match target {
-            PacketOutTarget::Port(p) => send(p),
-            PacketOutTarget::Flood { vnet, in_port } => {
-                if let Some(set) = fib.flood.get(&vnet) {
-                    set.local.iter().filter(|p| Some(**p) != in_port).for_each(|p| send(*p));
-                }
-            }
-            PacketOutTarget::Table { vnet, in_port } => {
-                let v = decide(
-                    &fib,
-                    Ingress::Tunnel {
-                        port_no: in_port,
-                        vnet,
-                        is_static: false,
-                    },
-                    frame,
-                );
-                match v.action {
-                    Action::Output(p) => send(p),
-                    Action::Flood { vnet, except, .. } => {
-                        if let Some(set) = fib.flood.get(&vnet) {
-                            set.local.iter().filter(|p| **p != except).for_each(|p| send(*p));
-                        }
-                    }
-                    Action::Drop(_) => {}
-                }
-            }
-        }
+        let acts = compile_actions(&po.actions, Context::PacketOut, &fib.pipeline)?;
+        // The ingress's network is the packet's until an action sets another.
+        let vnet = fib.local.get(&po.in_port).map(|p| p.vnet).unwrap_or(0) as u64;
+        let (key, _) = extract(&po.data, po.in_port, vnet);
+        let x = translate_packet_out(&fib.pipeline, &*fib, &key, &acts);
+        let mut frame = po.data.clone();
+        let mut sink = crate::ofp::packet_out::DirectSink::new(self, &fib, po.in_port);
+        execute(
+            &x.ops,
+            &mut frame,
+            &Default::default(),
+            &mut Scratch::default(),
+            &mut sink,
+        );
+        Ok(())
     }
 
     /// Periodic work: expire flows, report idle tunnels, drop ports whose interface vanished.
     pub fn tick(&self) {
         let now = now_ms();
         let mut st = self.lock();
-        let expired = st.flows.expire(now);
+        let expired = st.pipeline.expire(now);
         let mut idle = Vec::new();
         let mut busy = Vec::new();
         for t in st.tunnels.values() {
@@ -622,11 +573,7 @@ impl Switch {
             self.publish(&st);
         }
         drop(st);
-        for (flow, why) in expired {
-            let reason = match why {
-                ExpiryReason::Idle => FlowRemovedReason::IdleTimeout,
-                ExpiryReason::Hard => FlowRemovedReason::HardTimeout,
-            };
+        for (flow, reason) in expired {
             self.notify(Notify::FlowRemoved { flow, reason });
         }
         for (port_no, remote, key, idle_ms) in idle {
@@ -710,22 +657,6 @@ impl Switch {
         Ok(port_no)
     }
 
-    /// (frames looked up, frames that hit a flow) for OpenFlow table statistics.
-    pub fn lookup_counts(&self) -> (u64, u64) {
-        let st = self.lock();
-        let lookups = st
-            .ports
-            .values()
-            .map(|p| p.counters.rx_packets.load(Relaxed))
-            .sum::<u64>()
-            + st.tunnels
-                .values()
-                .map(|t| t.counters.rx_packets.load(Relaxed))
-                .sum::<u64>();
-        let matched = st.flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum();
-        (lookups, matched)
-    }
-
     pub fn stats(&self) -> serde_json::Value {
         let st = self.lock();
         serde_json::json!({
@@ -733,7 +664,7 @@ impl Switch {
             "workers": self.dp.workers(),
             "ports": st.ports.len(),
             "tunnels": st.tunnels.len(),
-            "flows": st.flows.len(),
+            "flows": st.pipeline.n_flows(),
             "controller_connected": self.dp.shared.controller_up.load(Relaxed),
             "datapath": self.dp.shared.counters.snapshot(),
             "gre_receive": if self.dp.shared.gre_rx_raw { "raw socket" } else { "fanout" },

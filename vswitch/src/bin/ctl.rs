@@ -95,9 +95,9 @@ enum Cmd {
     Show(Json),
     /// Tunnels with their remote, key and traffic.
     Tunnels(Json),
-    /// The MAC table: (virtual network, MAC) -> port.
+    /// The MAC table: (virtual network, MAC) -> port, from table 0's L2 entries.
     Macs(Json),
-    /// The OpenFlow flows with their counters.
+    /// Every OpenFlow flow entry, all tables, with its counters.
     Flows(Json),
     /// Datapath counters, drops by reason.
     Stats(Json),
@@ -142,7 +142,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Stats(j) => (Request::Stats, j.json),
         Cmd::Controllers(j) => (Request::Controllers, j.json),
     };
-    let kind = std::mem::discriminant(&req);
     let data = client::call(&cli.ctl, &req)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&data)?);
@@ -169,7 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Request::Show => print_show(&data),
         Request::Tunnels => print_tunnels(&data),
-        Request::Macs | Request::Flows => print_flows(&data, kind == std::mem::discriminant(&Request::Flows)),
+        Request::Macs => print_macs(&data),
+        Request::Flows => print_flows(&data),
         Request::Stats => print_stats(&data),
         Request::Controllers => {
             println!("{:<28} {:<7} PACKET_INS", "CONTROLLER", "ROLE");
@@ -255,17 +255,10 @@ fn print_tunnels(d: &Value) {
     }
 }
 
-fn print_flows(d: &Value, with_counters: bool) {
+fn print_macs(d: &Value) {
     println!(
-        "{:>5}  {:<17}  {:<18} {}",
-        "VNET",
-        "MAC",
-        "PORT",
-        if with_counters {
-            "  PACKETS      BYTES  IDLE_TIMEOUT"
-        } else {
-            ""
-        }
+        "{:>5}  {:<17}  {:<18} {:>9} {:>10} {:>13}",
+        "VNET", "MAC", "PORT", "PACKETS", "BYTES", "IDLE_TIMEOUT"
     );
     for f in d.as_array().into_iter().flatten() {
         let port = match (&f["out_port"], &f["out_name"]) {
@@ -273,19 +266,33 @@ fn print_flows(d: &Value, with_counters: bool) {
             (p, Value::Null) => s(p),
             (p, n) => format!("{} ({})", s(p), s(n)),
         };
-        if with_counters {
-            println!(
-                "{:>5}  {:<17}  {:<18} {:>9} {:>10} {:>13}",
-                s(&f["vnet"]),
-                s(&f["mac"]),
-                port,
-                s(&f["packets"]),
-                s(&f["bytes"]),
-                s(&f["idle_timeout"])
-            );
-        } else {
-            println!("{:>5}  {:<17}  {}", s(&f["vnet"]), s(&f["mac"]), port);
-        }
+        println!(
+            "{:>5}  {:<17}  {:<18} {:>9} {:>10} {:>13}",
+            s(&f["vnet"]),
+            s(&f["mac"]),
+            port,
+            s(&f["packets"]),
+            s(&f["bytes"]),
+            s(&f["idle_timeout"])
+        );
+    }
+}
+
+fn print_flows(d: &Value) {
+    println!(
+        "{:>5} {:>5} {:>9} {:>10}  MATCH -> ACTIONS",
+        "TABLE", "PRIO", "PACKETS", "BYTES"
+    );
+    for f in d.as_array().into_iter().flatten() {
+        println!(
+            "{:>5} {:>5} {:>9} {:>10}  {} -> {}",
+            s(&f["table"]),
+            s(&f["priority"]),
+            s(&f["packets"]),
+            s(&f["bytes"]),
+            s(&f["match"]),
+            s(&f["actions"])
+        );
     }
 }
 

@@ -5,7 +5,6 @@
 pub mod client;
 
 use crate::dp::fib::PortKind;
-use crate::flow_table::FlowFilter;
 use crate::ofp::Hub;
 use crate::os::fmt_mac;
 use crate::switch::{Switch, TunnelSpec};
@@ -194,30 +193,53 @@ pub fn execute(switch: &Switch, hub: &Hub, req: Request) -> Result<Value, String
                 .map(|p| (p.port_no, p.name))
                 .chain(switch.tunnels().into_iter().map(|t| (t.port_no, t.name)))
                 .collect();
-            let flows = switch.flows(&FlowFilter::default());
+            let macs_only = matches!(req, Request::Macs);
+            let flows = switch.flows(&Default::default());
             Ok(Value::Array(
-                flows
-                    .iter()
-                    .map(|f| {
-                        json!({
-                            "vnet": f.key.vnet,
-                            "mac": fmt_mac(&f.key.mac),
-                            "out_port": f.out_port,
-                            "out_name": f.out_port.and_then(|p| names.get(&p).cloned()),
-                            "priority": f.priority,
-                            "cookie": format!("{:#x}", f.cookie),
-                            "idle_timeout": f.idle_timeout,
-                            "hard_timeout": f.hard_timeout,
-                            "packets": f.counters.packets.load(std::sync::atomic::Ordering::Relaxed),
-                            "bytes": f.counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
-                        })
-                    })
-                    .collect(),
+                flows.iter().filter_map(|f| flow_json(f, &names, macs_only)).collect(),
             ))
         }
         Request::Stats => Ok(switch.stats()),
         Request::Controllers => Ok(hub.controllers()),
     }
+}
+
+/// One flow entry as JSON. Entries of the L2 shape (table 0, exactly {tunnel_id, eth_dst},
+/// one output or none) also carry `vnet`, `mac` and `out_port`: the MAC table (`macs`) is
+/// those alone.
+fn flow_json(
+    f: &crate::pipeline::table::FlowEntry,
+    names: &std::collections::HashMap<u32, String>,
+    macs_only: bool,
+) -> Option<Value> {
+    use crate::pipeline::key::off;
+    use crate::pipeline::text;
+    let mut l2_mask = crate::pipeline::key::Key::default();
+    l2_mask.0[off::TUNNEL_ID].fill(0xff);
+    l2_mask.0[off::ETH_DST].fill(0xff);
+    let l2 = f.table_id == 0 && f.m.mask == l2_mask && (f.insts.single_output().is_some() || f.instructions.is_empty());
+    if macs_only && !l2 {
+        return None;
+    }
+    let mut v = json!({
+        "table": f.table_id,
+        "priority": f.priority,
+        "match": text::match_text(&f.m),
+        "actions": text::instructions_text(&f.instructions),
+        "cookie": format!("{:#x}", f.cookie),
+        "idle_timeout": f.idle_timeout,
+        "hard_timeout": f.hard_timeout,
+        "packets": f.counters.packets.load(std::sync::atomic::Ordering::Relaxed),
+        "bytes": f.counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    if l2 {
+        let out = f.insts.single_output();
+        v["vnet"] = json!(f.m.value.tunnel_id());
+        v["mac"] = json!(fmt_mac(&f.m.value.eth_dst()));
+        v["out_port"] = json!(out);
+        v["out_name"] = json!(out.and_then(|p| names.get(&p).cloned()));
+    }
+    Some(v)
 }
 
 /// Serialize anything into a JSON value without repeating `serde_json::to_value(..).unwrap()`.

@@ -1,11 +1,13 @@
-//! The forwarding snapshot the workers read: ports, tunnels, flood sets and the MAC table,
-//! keyed by (virtual network, MAC).
+//! The forwarding snapshot the workers read: ports, tunnels, flood sets and the OpenFlow
+//! pipeline (flow tables, groups, meters).
 //!
 //! Thread-safety: the control plane builds a new `Fib` and publishes it through an `ArcSwap`;
 //! workers load the current one once per wakeup. Readers never lock and never wait on writers,
 //! and a writer never sees a reader. Counters inside are shared atomics.
 
-use super::stats::{FlowCounters, PortCounters};
+use super::stats::PortCounters;
+use crate::pipeline::xlate::{PortRole, Ports};
+use crate::pipeline::Pipeline;
 use crate::port::PortIo;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -102,22 +104,50 @@ pub struct FloodSet {
     pub static_tunnels: Vec<u32>,
 }
 
-/// A MAC table entry compiled from an OpenFlow flow.
 #[derive(Clone)]
-pub struct MacEntry {
-    /// Output port; `None` means the flow drops.
-    pub out_port: Option<u32>,
-    pub counters: Arc<FlowCounters>,
-}
-
-#[derive(Default, Clone)]
 pub struct Fib {
     pub generation: u64,
     pub local: FastMap<u32, LocalPort>,
     pub tunnels: FastMap<u32, Arc<Tunnel>>,
     pub tunnel_by_remote: FastMap<(Ipv4Addr, u32), u32>,
     pub flood: FastMap<u32, FloodSet>,
-    pub macs: FastMap<(u32, Mac), MacEntry>,
+    pub pipeline: Pipeline,
+}
+
+impl Default for Fib {
+    fn default() -> Fib {
+        Fib {
+            generation: 0,
+            local: FastMap::default(),
+            tunnels: FastMap::default(),
+            tunnel_by_remote: FastMap::default(),
+            flood: FastMap::default(),
+            pipeline: Pipeline::new(0),
+        }
+    }
+}
+
+impl Ports for Fib {
+    fn role(&self, port: u32) -> PortRole {
+        if let Some(p) = self.local.get(&port) {
+            PortRole::Local { vnet: p.vnet }
+        } else if let Some(t) = self.tunnels.get(&port) {
+            PortRole::Tunnel {
+                key: t.key,
+                is_static: t.is_static,
+            }
+        } else {
+            PortRole::Unknown
+        }
+    }
+
+    fn local_in(&self, vnet: u32) -> &[u32] {
+        self.flood.get(&vnet).map_or(&[], |s| &s.local)
+    }
+
+    fn static_tunnels_in(&self, vnet: u32) -> &[u32] {
+        self.flood.get(&vnet).map_or(&[], |s| &s.static_tunnels)
+    }
 }
 
 impl Fib {

@@ -1,13 +1,18 @@
 //! The datapath: worker threads that receive frames, decide (forward.rs) and send.
 //!
+//! Per frame a worker extracts the flow key, finds the translated program in its flow caches
+//! (or translates through the pipeline, see `crate::pipeline`) and executes it; `output.rs`
+//! is where the program's packets leave.
+//!
 //! Thread-safety: workers share only `Shared`: the FIB behind an `ArcSwap` (read without locks),
 //! atomic counters, the raw GRE socket (the kernel serializes sends) and two bounded channels out
 //! (PACKET_INs, port errors) written with `try_send`, so a slow control plane never stalls
 //! forwarding.
 
 pub mod fib;
-pub mod forward;
 pub mod offload;
+pub mod output;
+pub mod security;
 pub mod stats;
 pub mod txq;
 mod worker;
@@ -16,7 +21,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use fib::Fib;
 use mio::{Poll, Waker};
-use stats::{DpCounters, WorkerCounters};
+use stats::{DpCounters, TableCounters, WorkerCounters};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,7 +32,14 @@ use crate::tunnel::{GreClaim, GreRx, GreSocket};
 #[derive(Debug, Clone)]
 pub struct PacketIn {
     pub in_port: u32,
+    /// The virtual network: the low 32 bits of `tunnel_id`.
     pub vnet: u32,
+    pub tunnel_id: u64,
+    pub metadata: u64,
+    /// OFPR_*.
+    pub reason: u8,
+    pub table_id: u8,
+    pub cookie: u64,
     pub total_len: usize,
     pub data: Vec<u8>,
 }
@@ -49,6 +61,8 @@ pub struct Shared {
     pub gre_rx_raw: bool,
     /// One per worker, indexed by worker id.
     pub workers: Vec<WorkerCounters>,
+    /// Flow table lookups and hits, one set per worker (only its worker writes it).
+    pub tables: Vec<TableCounters>,
     /// Largest inner frame that crosses the underlay without fragmentation.
     pub tunnel_max_frame: usize,
     pub packet_in_tx: Sender<PacketIn>,
@@ -171,6 +185,7 @@ impl Datapath {
             gre: cfg.gre,
             gre_rx_raw,
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            tables: (0..workers).map(|_| TableCounters::default()).collect(),
             tunnel_max_frame: cfg.underlay_mtu.saturating_sub(crate::tunnel::OUTER_OVERHEAD),
             packet_in_tx,
             events_tx,
@@ -202,6 +217,21 @@ impl Datapath {
                 events_rx,
             },
         ))
+    }
+
+    /// Per table: (lookups, matched) summed over the workers.
+    pub fn table_stats(&self) -> Vec<(u64, u64)> {
+        let n = crate::pipeline::actions::N_TABLES as usize;
+        (0..n)
+            .map(|t| {
+                self.shared.tables.iter().fold((0, 0), |(l, m), tc| {
+                    (
+                        l + tc.lookups[t].load(Ordering::Relaxed),
+                        m + tc.matched[t].load(Ordering::Relaxed),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Publish a new FIB to the workers and wake them so they pick up new ports at once.

@@ -43,8 +43,13 @@ counters!(
         drop_runt,
         /// Frames whose source MAC is multicast (never a real sender).
         drop_bad_src_mac,
-        /// Frames whose destination is the port they came from.
-        drop_hairpin,
+        /// Frames the pipeline sent nowhere (a table miss without a table-miss entry, an entry
+        /// that drops, a destination that is the ingress).
+        drop_pipeline,
+        /// Frames a meter band dropped.
+        drop_meter,
+        /// Frames whose IP TTL ran out at dec_nw_ttl.
+        drop_ttl,
         /// Frames from a bound port with a source MAC it is not bound to (spoofing).
         drop_spoofed,
         /// Frames to a port that no longer exists.
@@ -87,8 +92,29 @@ counters!(
         /// Frames sent, and the send calls that carried them.
         tx_packets,
         tx_calls,
+        /// Flow cache: exact-match hits, megaflow hits, and misses that ran the pipeline.
+        emc_hits,
+        megaflow_hits,
+        upcalls,
     }
 );
+
+/// One worker's flow table lookups and matches, per table.
+#[repr(align(64))]
+pub struct TableCounters {
+    pub lookups: Vec<AtomicU64>,
+    pub matched: Vec<AtomicU64>,
+}
+
+impl Default for TableCounters {
+    fn default() -> Self {
+        let n = crate::pipeline::actions::N_TABLES as usize;
+        TableCounters {
+            lookups: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            matched: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
 
 impl PortCounters {
     pub fn rx(&self, bytes: usize, now_ms: u64) {

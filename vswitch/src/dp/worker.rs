@@ -1,40 +1,34 @@
 //! One datapath worker: polls the ports it owns and its GRE fanout socket (or, worker 0 only,
-//! the raw GRE socket when fanout could not be set up), drains each
-//! up to a budget per wakeup, and forwards. Buffers are allocated once per worker; the only
-//! per-packet allocation is the copy of a frame that goes to the controller (rate-limited).
+//! the raw GRE socket when fanout could not be set up), drains each up to a budget per wakeup,
+//! and forwards: flow key, flow cache (or the pipeline on a miss), executed program. Buffers are
+//! allocated once per worker; per packet nothing is allocated but the copy of a frame that goes
+//! to the controller (rate-limited) and, on a cache miss, the translation.
 
 use super::fib::{Fib, LocalPort};
-use super::forward::{decide, Action, DropReason, Ingress};
-use super::offload;
-use super::stats::{now_ms, DpCounters};
+use super::output::{Bucket, Out};
+use super::stats::now_ms;
 use super::txq::TxQueue;
-use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
+use super::{DpEvent, Shared, GRE_TOKEN, WAKER};
+use crate::pipeline::cache::FlowCache;
+use crate::pipeline::execute::{execute, Scratch};
+use crate::pipeline::key::extract;
+use crate::pipeline::xlate::{translate, Origin};
 use crate::port::batch::{RxBatch, BATCH};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, GreRx, MAX_OFFLOAD_FRAME};
+use crate::tunnel::{decap, GreRx};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
-use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// Most frame bytes a PACKET_IN carries: an OpenFlow message is at most 64 KB.
-const MAX_PACKET_IN_DATA: usize = 65_000;
-
 /// Frames taken from one port per wakeup before the others get a turn.
 const BUDGET: usize = 64;
-
-/// A token bucket limiting PACKET_INs from one port.
-struct Bucket {
-    tokens: f64,
-    last_ms: u64,
-}
 
 pub struct Worker {
     id: usize,
@@ -47,6 +41,9 @@ pub struct Worker {
     txq: TxQueue,
     /// Where offloaded frames are segmented.
     scratch: Vec<u8>,
+    /// Copies of frames the programs edited, alive until the flush that sends them.
+    edits: Scratch,
+    cache: FlowCache,
     registered: HashMap<u32, RawFd>,
     failed: HashSet<u32>,
     buckets: HashMap<u32, Bucket>,
@@ -64,6 +61,8 @@ impl Worker {
             batch: RxBatch::new(),
             txq: TxQueue::new(),
             scratch: vec![0; RX_BUF_LEN],
+            edits: Scratch::default(),
+            cache: FlowCache::default(),
             registered: HashMap::new(),
             failed: HashSet::new(),
             buckets: HashMap::new(),
@@ -195,6 +194,11 @@ impl Worker {
             self.txq
                 .flush(now, &self.shared.workers[self.id], &self.shared.counters.gre_tx_errors);
         }
+        self.edits.release();
+        let (wc, st) = (&self.shared.workers[self.id], self.cache.stats);
+        wc.emc_hits.store(st.emc_hits, Relaxed);
+        wc.megaflow_hits.store(st.megaflow_hits, Relaxed);
+        wc.upcalls.store(st.misses, Relaxed);
     }
 
     /// Receive and forward up to BUDGET frames from a local port, a batch per call. True when
@@ -208,10 +212,6 @@ impl Worker {
         }
         let shared = self.shared.clone();
         let wc = &shared.workers[self.id];
-        let ingress = Ingress::Local {
-            port_no,
-            vnet: port.vnet,
-        };
         let mut taken = 0;
         while taken < BUDGET {
             let n = match port.io.recv_batch(&mut self.batch) {
@@ -242,12 +242,12 @@ impl Worker {
                 };
                 port.counters.rx(rx.len, now);
                 let frame = &self.batch.bufs[slot][rx.offset..rx.offset + rx.len];
-                if !super::forward::source_allowed(&port.bound_macs, frame) {
+                if !super::security::source_allowed(&port.bound_macs, frame) {
                     port.counters.rx_dropped.fetch_add(1, Relaxed);
                     shared.counters.drop_spoofed.fetch_add(1, Relaxed);
                     continue;
                 }
-                self.forward(fib, ingress, rx.vnet, slot, rx.offset, rx.len, now);
+                self.forward(fib, port_no, port.vnet, rx.vnet, slot, rx.offset, rx.len, now);
             }
             self.flush(now);
             taken += n;
@@ -328,14 +328,10 @@ impl Worker {
         };
         let len = d.inner.end - d.inner.start;
         tunnel.counters.rx(len, now);
-        let ingress = Ingress::Tunnel {
-            port_no: tunnel.port_no,
-            vnet: tunnel.key,
-            is_static: tunnel.is_static,
-        };
         self.forward(
             fib,
-            ingress,
+            tunnel.port_no,
+            tunnel.key,
             d.vnet.unwrap_or_default(),
             slot,
             RX_HEADROOM + d.inner.start,
@@ -344,231 +340,67 @@ impl Worker {
         );
     }
 
+    /// Forward the frame at `off..off+len` of receive slot `slot`, received on `in_port` in
+    /// virtual network `vnet_id`: flow key, cached program (or a translation), execution.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         fib: &Fib,
-        ingress: Ingress,
-        mut vnet: VnetHdr,
+        in_port: u32,
+        vnet_id: u32,
+        vnet: VnetHdr,
         slot: usize,
         off: usize,
         len: usize,
         now: u64,
     ) {
-        let verdict = decide(fib, ingress, &self.batch.bufs[slot][off..off + len]);
-        if verdict.packet_in {
-            self.packet_in(ingress, slot, off, len, now);
-        }
-        let c = &self.shared.counters;
-        match verdict.action {
-            Action::Output(out) => {
-                if let Some((dst, _)) = super::forward::macs(&self.batch.bufs[slot][off..off + len]) {
-                    if let Some(entry) = fib.macs.get(&(ingress.vnet(), dst)) {
-                        entry.counters.hit(len, now);
-                    }
-                }
-                self.output(fib, out, &mut vnet, slot, off, len, now);
-            }
-            Action::Flood {
-                vnet: net,
-                except,
-                tunnels,
-            } => {
-                let Some(set) = fib.flood.get(&net) else { return };
-                for &p in &set.local {
-                    if p != except {
-                        self.output(fib, p, &mut vnet, slot, off, len, now);
-                    }
-                }
-                if tunnels {
-                    for &p in &set.static_tunnels {
-                        if p != except {
-                            self.output(fib, p, &mut vnet, slot, off, len, now);
-                        }
-                    }
-                }
-            }
-            Action::Drop(reason) => {
-                let counter = match reason {
-                    DropReason::Runt => &c.drop_runt,
-                    DropReason::BadSrcMac => &c.drop_bad_src_mac,
-                    DropReason::Hairpin => &c.drop_hairpin,
-                    DropReason::Flow | DropReason::ToController => return,
-                };
-                counter.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    fn packet_in(&mut self, ingress: Ingress, slot: usize, off: usize, len: usize, now: u64) {
-        let c = &self.shared.counters;
-        if !self.shared.controller_up.load(Relaxed) {
-            c.packet_in_no_controller.fetch_add(1, Relaxed);
+        let shared = &*self.shared;
+        let c = &shared.counters;
+        let frame = &mut self.batch.bufs[slot][off..off + len];
+        if frame.len() < 14 {
+            c.drop_runt.fetch_add(1, Relaxed);
             return;
         }
-        let rate = self.shared.packet_in_rate as f64;
-        let burst = self.shared.packet_in_burst as f64;
-        let b = self.buckets.entry(ingress.port_no()).or_insert(Bucket {
-            tokens: burst,
-            last_ms: now,
-        });
-        b.tokens = (b.tokens + (now.saturating_sub(b.last_ms)) as f64 * rate / 1000.0).min(burst);
-        b.last_ms = now;
-        if b.tokens < 1.0 {
-            c.packet_in_rate_limited.fetch_add(1, Relaxed);
+        // IEEE 802: a source address is never multicast. Such a frame is no real sender's.
+        if frame[6] & 1 != 0 {
+            c.drop_bad_src_mac.fetch_add(1, Relaxed);
             return;
         }
-        b.tokens -= 1.0;
-        // An OpenFlow message is at most 64 KB; the controller needs the headers, and a frame
-        // it sends back itself is never a super-frame's first packet (that is a SYN or an ARP).
-        let keep = len.min(MAX_PACKET_IN_DATA);
-        let pin = PacketIn {
-            in_port: ingress.port_no(),
-            vnet: ingress.vnet(),
-            total_len: len,
-            data: self.batch.bufs[slot][off..off + keep].to_vec(),
+        let (key, _) = extract(frame, in_port, vnet_id as u64);
+        self.cache.sync(fib.generation);
+        let x = match self.cache.lookup(&key) {
+            Some(x) => x,
+            None => {
+                let x = Arc::new(translate(&fib.pipeline, fib, &key, Origin::Port));
+                self.cache.insert(&key, x.clone());
+                x
+            }
         };
-        match self.shared.packet_in_tx.try_send(pin) {
-            Ok(()) => c.packet_in_sent.fetch_add(1, Relaxed),
-            Err(_) => c.packet_in_queue_full.fetch_add(1, Relaxed),
+        for counter in &x.counters {
+            counter.hit(len, now);
+        }
+        let tc = &shared.tables[self.id];
+        for &(t, hit) in &x.tables {
+            tc.lookups[t as usize].fetch_add(1, Relaxed);
+            if hit {
+                tc.matched[t as usize].fetch_add(1, Relaxed);
+            }
+        }
+        if x.ops.is_empty() {
+            c.drop_pipeline.fetch_add(1, Relaxed);
+            return;
+        }
+        let mut out = Out {
+            shared,
+            fib,
+            txq: &mut self.txq,
+            scratch: &mut self.scratch,
+            buckets: &mut self.buckets,
+            wc: &shared.workers[self.id],
+            in_port,
+            now,
         };
-    }
-
-    /// Send the frame at `off..off+len` of receive slot `slot` to `port_no`, finishing
-    /// offloads in software where the port cannot take them. Whole frames to sockets are
-    /// queued (sent by the flush after the batch); the rest goes out at once.
-    #[allow(clippy::too_many_arguments)]
-    fn output(&mut self, fib: &Fib, port_no: u32, vnet: &mut VnetHdr, slot: usize, off: usize, len: usize, now: u64) {
-        if let Some(port) = fib.local.get(&port_no) {
-            let io = &port.io;
-            if let (true, Some(fd)) = (io.takes_vnet_hdr(), io.tx_socket()) {
-                if self.txq.is_full() {
-                    self.flush(now);
-                }
-                // SAFETY: the frame stays in its slot, unmodified, until the flush that ends
-                // this batch (in-place edits flush first); the counters belong to `fib`,
-                // which the caller holds until after that flush.
-                unsafe {
-                    self.txq.push(
-                        fd,
-                        None,
-                        &[],
-                        Some(vnet),
-                        &self.batch.bufs[slot][off..off + len],
-                        &port.counters,
-                        false,
-                    )
-                };
-                return;
-            }
-            self.flush(now);
-            let c = &self.shared.counters;
-            let buf = &mut self.batch.bufs[slot];
-            let ok = if io.takes_vnet_hdr() {
-                io.send(vnet, &buf[off..off + len]).is_ok()
-            } else if vnet.is_gso() {
-                let none = VnetHdr::default();
-                let mut all_ok = true;
-                let r = offload::segment(&buf[off..off + len], vnet, 0, &mut self.scratch, |seg| {
-                    all_ok &= io.send(&none, seg).is_ok();
-                });
-                if r.is_err() {
-                    c.drop_offload.fetch_add(1, Relaxed);
-                    return;
-                }
-                all_ok
-            } else {
-                if vnet.needs_csum() && !finish_checksum(&mut buf[off..off + len], vnet, c) {
-                    return;
-                }
-                io.send(vnet, &buf[off..off + len]).is_ok()
-            };
-            if ok {
-                port.counters.tx(len, now);
-            } else {
-                port.counters.tx_errors.fetch_add(1, Relaxed);
-            }
-        } else if let Some(tunnel) = fib.tunnels.get(&port_no) {
-            let shared = self.shared.clone();
-            let c = &shared.counters;
-            let Some(gre) = shared.gre.as_ref() else { return };
-            let gso = vnet.is_gso();
-            if !gso || (tunnel.carries_offloads && len <= MAX_OFFLOAD_FRAME) {
-                // Whole: a plain frame, or a super-frame with its offload header for a Cloud
-                // Rack peer (the underlay fragments it).
-                if !gso && vnet.needs_csum() {
-                    self.flush(now);
-                    if !finish_checksum(&mut self.batch.bufs[slot][off..off + len], vnet, c) {
-                        return;
-                    }
-                }
-                if self.txq.is_full() {
-                    self.flush(now);
-                }
-                let (prefix, hdr) = if gso {
-                    (&tunnel.offload_header[..], Some(&*vnet))
-                } else {
-                    (&tunnel.header[..], None)
-                };
-                // SAFETY: as for ports above; the GRE headers belong to `fib` too.
-                unsafe {
-                    self.txq.push(
-                        gre.fd(),
-                        Some(tunnel.remote),
-                        prefix,
-                        hdr,
-                        &self.batch.bufs[slot][off..off + len],
-                        &tunnel.counters,
-                        true,
-                    )
-                };
-                return;
-            }
-            self.flush(now);
-            let frame = &self.batch.bufs[slot][off..off + len];
-            let mut all_ok = true;
-            let r = if tunnel.carries_offloads {
-                // Too big for one IPv4 packet: split in two, each with its offload header.
-                offload::split(frame, vnet, MAX_OFFLOAD_FRAME, &mut self.scratch, |p, h| {
-                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
-                    h.emit(&mut hb);
-                    let parts = [IoSlice::new(&tunnel.offload_header), IoSlice::new(&hb), IoSlice::new(p)];
-                    all_ok &= gre.send_parts(tunnel.remote, &parts).is_ok();
-                })
-            } else {
-                // Standard Ethernet over GRE (an Open vSwitch peer): cut to the underlay MTU.
-                offload::segment(frame, vnet, shared.tunnel_max_frame, &mut self.scratch, |seg| {
-                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                })
-            };
-            if r.is_err() {
-                c.drop_offload.fetch_add(1, Relaxed);
-                return;
-            }
-            if all_ok {
-                tunnel.counters.tx(len, now);
-            } else {
-                tunnel.counters.tx_errors.fetch_add(1, Relaxed);
-                c.gre_tx_errors.fetch_add(1, Relaxed);
-            }
-        } else {
-            self.shared.counters.drop_no_port.fetch_add(1, Relaxed);
-        }
-    }
-}
-
-/// Complete a partial checksum in place, once: later outputs of the same frame then see a
-/// finished frame and a cleared flag.
-fn finish_checksum(frame: &mut [u8], vnet: &mut VnetHdr, c: &DpCounters) -> bool {
-    match offload::complete_checksum(frame, vnet) {
-        Ok(()) => {
-            vnet.flags &= !cloudrack_wire::vnet_hdr::F_NEEDS_CSUM;
-            true
-        }
-        Err(_) => {
-            c.drop_offload.fetch_add(1, Relaxed);
-            false
-        }
+        execute(&x.ops, frame, &vnet, &mut self.edits, &mut out);
     }
 }
 

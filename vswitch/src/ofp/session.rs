@@ -3,7 +3,7 @@
 //! sending side and also turns switch notifications into asynchronous messages, so nothing the
 //! switch does ever waits on a slow peer.
 
-use super::translate::{self, FlowOp, OfpErr};
+use super::translate::{self, OfpErr};
 use super::Hub;
 use crate::switch::{Notify, PortInfo, Switch, TunnelSpec};
 use cloudrack_channel::Channel;
@@ -282,9 +282,12 @@ impl Session {
                     Body::FeaturesReply {
                         datapath_id: self.switch.cfg.dpid,
                         n_buffers: 0,
-                        n_tables: 1,
+                        n_tables: crate::pipeline::actions::N_TABLES,
                         auxiliary_id: 0,
-                        capabilities: ofp::OFPC_FLOW_STATS | ofp::OFPC_TABLE_STATS | ofp::OFPC_PORT_STATS,
+                        capabilities: ofp::OFPC_FLOW_STATS
+                            | ofp::OFPC_TABLE_STATS
+                            | ofp::OFPC_PORT_STATS
+                            | ofp::OFPC_GROUP_STATS,
                         reserved: 0,
                     },
                 );
@@ -330,14 +333,37 @@ impl Session {
                 }
             }
             // A slave controller may look, not touch.
-            Body::FlowMod(_) | Body::PacketOut(_) | Body::Experimenter { .. } if self.is_slave() => {
+            Body::FlowMod(_)
+            | Body::GroupMod(_)
+            | Body::MeterMod(_)
+            | Body::PacketOut(_)
+            | Body::Experimenter { .. }
+                if self.is_slave() =>
+            {
                 debug!(
                     msg_type = m.body.msg_type(),
                     "modification from a slave controller refused"
                 );
                 self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_IS_SLAVE));
             }
-            Body::FlowMod(fm) => self.flow_mod(xid, raw, &fm),
+            Body::FlowMod(fm) => {
+                if let Err(e) = self.switch.flow_mod(&fm) {
+                    debug!(?e, "flow mod refused");
+                    self.error(xid, raw, e);
+                }
+            }
+            Body::GroupMod(gm) => {
+                if let Err(e) = self.switch.group_mod(&gm) {
+                    debug!(?e, "group mod refused");
+                    self.error(xid, raw, e);
+                }
+            }
+            Body::MeterMod(mm) => {
+                if let Err(e) = self.switch.meter_mod(&mm) {
+                    debug!(?e, "meter mod refused");
+                    self.error(xid, raw, e);
+                }
+            }
             Body::PacketOut(po) => self.packet_out(xid, raw, &po),
             Body::MultipartRequest { body, .. } => self.multipart(xid, raw, body),
             Body::Experimenter { .. } => self.experimenter(xid, raw, &m.body),
@@ -395,44 +421,12 @@ impl Session {
         info!(dpid = format!("{:016x}", sw.cfg.dpid), "registered with controller");
     }
 
-    fn flow_mod(&self, xid: u32, raw: &[u8], fm: &ofp::FlowMod) {
-        let sw = &self.switch;
-        match translate::flow_mod(fm, |p| sw.port_exists(p)) {
-            Ok(FlowOp::Add(flow)) => {
-                if let Err(e) = sw.flow_add(flow) {
-                    warn!(error = %e, "flow add failed");
-                    self.error(xid, raw, (ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_TABLE_FULL));
-                }
-            }
-            Ok(FlowOp::Modify {
-                filter,
-                strict,
-                out_port,
-            }) => {
-                sw.flow_modify(&filter, strict, out_port);
-            }
-            Ok(FlowOp::Delete { filter, strict }) => {
-                sw.flow_delete(&filter, strict);
-            }
-            Ok(FlowOp::TableMiss) => {}
-            Err(e) => {
-                debug!(?e, "flow mod refused");
-                self.error(xid, raw, e);
-            }
-        }
-    }
-
     fn packet_out(&self, xid: u32, raw: &[u8], po: &ofp::PacketOut) {
         if po.buffer_id != ofp::OFP_NO_BUFFER {
             return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BUFFER_UNKNOWN));
         }
-        match translate::packet_out_targets(po) {
-            Ok(targets) => {
-                for t in targets {
-                    self.switch.packet_out(t, &po.data);
-                }
-            }
-            Err(e) => self.error(xid, raw, e),
+        if let Err(e) = self.switch.packet_out(po) {
+            self.error(xid, raw, e);
         }
     }
 
@@ -458,24 +452,26 @@ impl Session {
                 port_no,
             ))),
             MultipartRequestBody::Table => {
-                let (lookups, matched) = sw.lookup_counts();
-                reply(MultipartReplyBody::Table(vec![ofp::TableStats {
-                    table_id: 0,
-                    active_count: sw.flows(&Default::default()).len() as u32,
-                    lookup_count: lookups,
-                    matched_count: matched,
-                }]))
-            }
-            MultipartRequestBody::Flow(req) | MultipartRequestBody::Aggregate(req)
-                if req.table_id != 0 && req.table_id != ofp::OFPTT_ALL =>
-            {
-                // Only table 0 exists: an empty answer, as for any empty table.
-                let _ = req;
-                reply(MultipartReplyBody::Flow(vec![]))
+                let p = sw.pipeline();
+                let counts = sw.dp.table_stats();
+                let stats = p
+                    .tables
+                    .iter()
+                    .zip(counts)
+                    .enumerate()
+                    .map(|(id, (t, (lookup_count, matched_count)))| ofp::TableStats {
+                        table_id: id as u8,
+                        active_count: t.flows.len() as u32,
+                        lookup_count,
+                        matched_count,
+                    })
+                    .collect();
+                reply(MultipartReplyBody::Table(stats))
             }
             MultipartRequestBody::Flow(req) => match translate::stats_filter(&req) {
                 Ok(filter) => {
-                    let stats: Vec<ofp::FlowStats> = sw.flows(&filter).iter().map(translate::flow_stats).collect();
+                    let stats: Vec<ofp::FlowStats> =
+                        sw.flows(&filter).iter().map(|e| translate::flow_stats(e)).collect();
                     self.flow_stats_reply(xid, stats);
                 }
                 Err(e) => self.error(xid, raw, e),
@@ -491,25 +487,133 @@ impl Session {
                 }
                 Err(e) => self.error(xid, raw, e),
             },
-            MultipartRequestBody::Unknown {
-                typ: ofp::OFPMP_TABLE_FEATURES,
-                data,
-            } => {
+            MultipartRequestBody::Unknown { typ, data } => self.multipart_raw(xid, raw, typ, &data),
+        }
+    }
+
+    /// The multipart requests whose bodies the message enum keeps raw: table features,
+    /// groups, meters.
+    fn multipart_raw(&self, xid: u32, raw: &[u8], typ: u16, data: &[u8]) {
+        let sw = &self.switch;
+        let p = sw.pipeline();
+        let entries: Vec<Vec<u8>> = match typ {
+            ofp::OFPMP_TABLE_FEATURES => {
                 if !data.is_empty() {
-                    // Setting table features would reconfigure a pipeline we do not have.
+                    // Setting table features would reconfigure the pipeline's layout.
                     return self.error(xid, raw, (ofp::OFPET_TABLE_FEATURES_FAILED, ofp::OFPTFFC_EPERM));
                 }
-                let data = super::table_features::table_features(sw.cfg.max_flows as u32);
-                reply(MultipartReplyBody::Unknown {
-                    typ: ofp::OFPMP_TABLE_FEATURES,
-                    data,
-                })
+                (0..crate::pipeline::actions::N_TABLES)
+                    .map(|t| super::table_features::table_features(t, sw.cfg.max_flows as u32))
+                    .collect()
             }
-            MultipartRequestBody::Unknown { typ, .. } => {
+            ofp::OFPMP_GROUP_DESC => {
+                let mut groups: Vec<_> = p.groups.values().cloned().collect();
+                groups.sort_by_key(|g| g.id);
+                groups
+                    .iter()
+                    .map(|g| ofp::GroupDesc::encode_list(&[translate::group_desc(g)]))
+                    .collect()
+            }
+            ofp::OFPMP_GROUP | ofp::OFPMP_METER | ofp::OFPMP_METER_CONFIG => {
+                let Ok(id) = ofp::group_stats_request(data) else {
+                    return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN));
+                };
+                let all = p.flows(&Default::default());
+                if typ == ofp::OFPMP_GROUP {
+                    let mut groups: Vec<_> = p
+                        .groups
+                        .values()
+                        .filter(|g| id == ofp::OFPG_ALL || g.id == id)
+                        .cloned()
+                        .collect();
+                    groups.sort_by_key(|g| g.id);
+                    groups
+                        .iter()
+                        .map(|g| {
+                            let refs = all.iter().filter(|e| e.uses_group(g.id)).count() as u32;
+                            ofp::GroupStats::encode_list(&[translate::group_stats(g, refs)])
+                        })
+                        .collect()
+                } else {
+                    let mut meters: Vec<_> = p
+                        .meters
+                        .values()
+                        .filter(|m| id == ofp::OFPM_ALL || m.id == id)
+                        .cloned()
+                        .collect();
+                    meters.sort_by_key(|m| m.id);
+                    meters
+                        .iter()
+                        .map(|m| {
+                            if typ == ofp::OFPMP_METER {
+                                let refs = all.iter().filter(|e| e.uses_meter(m.id)).count() as u32;
+                                ofp::MeterStats::encode_list(&[translate::meter_stats(m, refs)])
+                            } else {
+                                ofp::MeterConfig::encode_list(&[translate::meter_config(m)])
+                            }
+                        })
+                        .collect()
+                }
+            }
+            ofp::OFPMP_GROUP_FEATURES => {
+                use crate::pipeline::group::MAX_GROUPS;
+                let acts = (1u32 << ofp::OFPAT_OUTPUT)
+                    | (1 << ofp::OFPAT_GROUP)
+                    | (1 << ofp::OFPAT_SET_FIELD)
+                    | (1 << ofp::OFPAT_PUSH_VLAN)
+                    | (1 << ofp::OFPAT_POP_VLAN)
+                    | (1 << ofp::OFPAT_DEC_NW_TTL)
+                    | (1 << ofp::OFPAT_SET_NW_TTL);
+                vec![ofp::GroupFeatures {
+                    types: 0b1111,
+                    capabilities: ofp::OFPGFC_SELECT_WEIGHT | ofp::OFPGFC_SELECT_LIVENESS | ofp::OFPGFC_CHAINING,
+                    max_groups: [MAX_GROUPS as u32; 4],
+                    actions: [acts; 4],
+                }
+                .to_bytes()]
+            }
+            ofp::OFPMP_METER_FEATURES => vec![ofp::MeterFeatures {
+                max_meter: crate::pipeline::meter::MAX_METERS as u32,
+                band_types: (1 << ofp::OFPMBT_DROP) | (1 << ofp::OFPMBT_DSCP_REMARK),
+                capabilities: u32::from(ofp::OFPMF_KBPS | ofp::OFPMF_PKTPS | ofp::OFPMF_BURST | ofp::OFPMF_STATS),
+                max_bands: crate::pipeline::meter::MAX_BANDS as u8,
+                max_color: 0,
+            }
+            .to_bytes()],
+            _ => {
                 debug!(typ, "unsupported multipart request");
-                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
+                return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
+            }
+        };
+        self.raw_reply_chunks(xid, typ, entries);
+    }
+
+    /// Raw multipart entries in as many replies as needed, all but the last REPLY_MORE.
+    fn raw_reply_chunks(&self, xid: u32, typ: u16, entries: Vec<Vec<u8>>) {
+        let mut data = Vec::new();
+        let mut iter = entries.into_iter().peekable();
+        while let Some(e) = iter.next() {
+            data.extend_from_slice(&e);
+            if data.len() >= MULTIPART_CHUNK && iter.peek().is_some() {
+                self.reply(
+                    xid,
+                    Body::MultipartReply {
+                        flags: ofp::OFPMPF_REPLY_MORE,
+                        body: MultipartReplyBody::Unknown {
+                            typ,
+                            data: std::mem::take(&mut data),
+                        },
+                    },
+                );
             }
         }
+        self.reply(
+            xid,
+            Body::MultipartReply {
+                flags: 0,
+                body: MultipartReplyBody::Unknown { typ, data },
+            },
+        );
     }
 
     /// Flow stats in as many replies as needed, all but the last flagged REPLY_MORE.
@@ -518,7 +622,10 @@ impl Session {
         let mut size = 0;
         let mut iter = stats.into_iter().peekable();
         while let Some(s) = iter.next() {
-            size += 56 + 64 + 16; // entry header + match + one output instruction, generously
+            // Entry header, match and instructions, as encoded.
+            size += 56
+                + s.match_.fields.iter().map(|o| o.to_bytes().len()).sum::<usize>()
+                + ofp::Instruction::encode_list(&s.instructions).len();
             chunk.push(s);
             if size >= MULTIPART_CHUNK && iter.peek().is_some() {
                 self.reply(

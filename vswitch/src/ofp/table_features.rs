@@ -1,8 +1,10 @@
-//! The OFPMP_TABLE_FEATURES reply: what our single table matches and does. ovs-ofctl asks for it
-//! before it sends a flow, so it must be answered. Written as raw bytes (spec 7.3.5.5): the
-//! shared codec keeps table features verbatim.
+//! The OFPMP_TABLE_FEATURES reply: what each of the pipeline's tables matches and does.
+//! ovs-ofctl asks for it before it sends a flow, so it must be answered. Written as raw bytes
+//! (spec 7.3.5.5): the shared codec keeps table features verbatim.
 
-use cloudrack_wire::ofp::{OFPIT_APPLY_ACTIONS, OFPIT_WRITE_ACTIONS};
+use crate::pipeline::actions::N_TABLES;
+use crate::pipeline::field::FIELDS;
+use cloudrack_wire::ofp::*;
 
 const OFPTFPT_INSTRUCTIONS: u16 = 0;
 const OFPTFPT_NEXT_TABLES: u16 = 2;
@@ -12,11 +14,30 @@ const OFPTFPT_MATCH: u16 = 8;
 const OFPTFPT_WILDCARDS: u16 = 10;
 const OFPTFPT_WRITE_SETFIELD: u16 = 12;
 const OFPTFPT_APPLY_SETFIELD: u16 = 14;
-const OFPAT_OUTPUT: u16 = 0;
-const OFPAT_SET_FIELD: u16 = 25;
-/// OXM headers (class 0x8000, field << 1, length) of the fields the table matches.
-const OXM_ETH_DST: u32 = 0x8000_0606;
-const OXM_TUNNEL_ID: u32 = 0x8000_4c08;
+
+/// The actions this switch carries out.
+const ACTIONS: &[u16] = &[
+    OFPAT_OUTPUT,
+    OFPAT_COPY_TTL_OUT,
+    OFPAT_COPY_TTL_IN,
+    OFPAT_PUSH_VLAN,
+    OFPAT_POP_VLAN,
+    OFPAT_SET_QUEUE,
+    OFPAT_GROUP,
+    OFPAT_SET_NW_TTL,
+    OFPAT_DEC_NW_TTL,
+    OFPAT_SET_FIELD,
+];
+
+/// OXM headers (class 0x8000, field << 1, value length) of the fields `pick` selects. Fields
+/// that share bytes are listed once each all the same.
+fn oxm_headers(pick: impl Fn(&crate::pipeline::field::FieldDef) -> bool) -> Vec<u32> {
+    FIELDS
+        .iter()
+        .filter(|f| pick(f))
+        .map(|f| 0x8000_0000 | (u32::from(f.oxm) << 9) | f.range.len() as u32)
+        .collect()
+}
 
 /// One property: type, length without padding, body, zero padding to 8 bytes.
 fn property(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
@@ -38,35 +59,41 @@ fn oxms(headers: &[u32]) -> Vec<u8> {
     headers.iter().flat_map(|h| h.to_be_bytes()).collect()
 }
 
-/// The reply body for table 0 with room for `max_entries` flows.
-pub fn table_features(max_entries: u32) -> Vec<u8> {
+/// The reply entry for table `table_id` with room for `max_entries` flows.
+pub fn table_features(table_id: u8, max_entries: u32) -> Vec<u8> {
     let mut props = Vec::new();
-    property(
-        &mut props,
-        OFPTFPT_INSTRUCTIONS,
-        &ids(&[OFPIT_APPLY_ACTIONS, OFPIT_WRITE_ACTIONS]),
-    );
-    property(&mut props, OFPTFPT_NEXT_TABLES, &[]);
-    property(&mut props, OFPTFPT_WRITE_ACTIONS, &ids(&[OFPAT_OUTPUT]));
-    property(
-        &mut props,
-        OFPTFPT_APPLY_ACTIONS,
-        &ids(&[OFPAT_OUTPUT, OFPAT_SET_FIELD]),
-    );
-    property(&mut props, OFPTFPT_MATCH, &oxms(&[OXM_ETH_DST, OXM_TUNNEL_ID]));
-    property(&mut props, OFPTFPT_WILDCARDS, &oxms(&[OXM_ETH_DST, OXM_TUNNEL_ID]));
-    property(&mut props, OFPTFPT_WRITE_SETFIELD, &[]);
-    property(&mut props, OFPTFPT_APPLY_SETFIELD, &oxms(&[OXM_TUNNEL_ID]));
+    let last = table_id + 1 == N_TABLES;
+    let mut insts = vec![
+        OFPIT_WRITE_METADATA,
+        OFPIT_WRITE_ACTIONS,
+        OFPIT_APPLY_ACTIONS,
+        OFPIT_CLEAR_ACTIONS,
+        OFPIT_METER,
+    ];
+    if !last {
+        insts.insert(0, OFPIT_GOTO_TABLE);
+    }
+    property(&mut props, OFPTFPT_INSTRUCTIONS, &ids(&insts));
+    let next: Vec<u8> = (table_id + 1..N_TABLES).collect();
+    property(&mut props, OFPTFPT_NEXT_TABLES, &next);
+    property(&mut props, OFPTFPT_WRITE_ACTIONS, &ids(ACTIONS));
+    property(&mut props, OFPTFPT_APPLY_ACTIONS, &ids(ACTIONS));
+    property(&mut props, OFPTFPT_MATCH, &oxms(&oxm_headers(|_| true)));
+    property(&mut props, OFPTFPT_WILDCARDS, &oxms(&oxm_headers(|_| true)));
+    let settable = oxms(&oxm_headers(|f| f.settable));
+    property(&mut props, OFPTFPT_WRITE_SETFIELD, &settable);
+    property(&mut props, OFPTFPT_APPLY_SETFIELD, &settable);
 
     let mut out = Vec::with_capacity(64 + props.len());
     out.extend_from_slice(&((64 + props.len()) as u16).to_be_bytes());
-    out.push(0); // table_id
+    out.push(table_id);
     out.extend_from_slice(&[0; 5]);
     let mut name = [0u8; 32];
-    name[..10].copy_from_slice(b"vnet-mac-0");
+    let label = format!("table{table_id}");
+    name[..label.len()].copy_from_slice(label.as_bytes());
     out.extend_from_slice(&name);
-    out.extend_from_slice(&0u64.to_be_bytes()); // metadata_match
-    out.extend_from_slice(&0u64.to_be_bytes()); // metadata_write
+    out.extend_from_slice(&u64::MAX.to_be_bytes()); // metadata_match
+    out.extend_from_slice(&u64::MAX.to_be_bytes()); // metadata_write
     out.extend_from_slice(&0u32.to_be_bytes()); // config
     out.extend_from_slice(&max_entries.to_be_bytes());
     out.extend_from_slice(&props);
@@ -79,12 +106,15 @@ mod test {
 
     #[test]
     fn layout() {
-        let b = table_features(1000);
+        let b = table_features(0, 1000);
         assert_eq!(b.len() % 8, 0);
         assert_eq!(u16::from_be_bytes([b[0], b[1]]) as usize, b.len());
         assert_eq!(&b[60..64], &1000u32.to_be_bytes());
-        // First property: instructions, two ids -> length 12, padded to 16.
-        assert_eq!(&b[64..68], &[0, 0, 0, 12]);
-        assert_eq!(&b[68..72], &[0, 4, 0, 4]);
+        // First property: instructions, six ids -> length 28, padded to 32.
+        assert_eq!(&b[64..68], &[0, 0, 0, 28]);
+        assert_eq!(&b[68..72], &[0, 1, 0, 4], "goto_table first");
+        // The last table cannot go anywhere.
+        let last = table_features(N_TABLES - 1, 1000);
+        assert_eq!(&last[64..68], &[0, 0, 0, 24]);
     }
 }

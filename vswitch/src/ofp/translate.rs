@@ -1,201 +1,136 @@
-//! Between OpenFlow 1.3 messages and the switch's own terms (flows, ports, PACKET_OUT targets).
-//! Pure functions; what the datapath cannot do is an OpenFlow error (type, code), as OVS answers.
+//! Between the pipeline's terms (flow entries, groups, meters, datapath PACKET_INs, ports) and
+//! OpenFlow 1.3 messages. Pure functions.
 
 use crate::dp::stats::now_ms;
 use crate::dp::PacketIn as DpPacketIn;
-use crate::flow_table::{Flow, FlowFilter, FlowKey};
-use crate::switch::{FlowRemovedReason, PacketOutTarget, PortInfo, TunnelInfo};
-use cloudrack_wire::ofp::{self, Action, Instruction, Match, Oxm};
+use crate::pipeline::field;
+use crate::pipeline::group::Group;
+use crate::pipeline::meter::Meter;
+use crate::pipeline::table::FlowEntry;
+use crate::pipeline::{FlowFilter, Removed};
+use crate::switch::{PortInfo, TunnelInfo};
+use cloudrack_wire::ofp::{self, Match, Oxm};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// An OpenFlow error to send back: (type, code).
 pub type OfpErr = (u16, u16);
 
-/// What a FLOW_MOD asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FlowOp {
-    Add(Flow),
-    Modify {
-        filter: FlowFilter,
-        strict: Option<FlowKey>,
-        out_port: Option<u32>,
-    },
-    Delete {
-        filter: FlowFilter,
-        strict: Option<FlowKey>,
-    },
-    /// A table-miss entry (empty match, output CONTROLLER): our built-in behaviour already.
-    TableMiss,
-}
-
-/// The (vnet, eth_dst) a match names; other fields are refused.
-fn match_fields(m: &Match) -> Result<(Option<u32>, Option<[u8; 6]>), OfpErr> {
-    let (mut vnet, mut mac) = (None, None);
-    for f in &m.fields {
-        match f {
-            Oxm::TunnelId { id, mask: None } => {
-                vnet = Some(u32::try_from(*id).map_err(|_| (ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_VALUE))?)
-            }
-            Oxm::EthDst { mac: m, mask: None } => mac = Some(*m),
-            Oxm::TunnelId { .. } | Oxm::EthDst { .. } => return Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_WILDCARDS)),
-            _ => return Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_FIELD)),
-        }
-    }
-    Ok((vnet, mac))
-}
-
-/// The single output of an instruction list: `Ok(None)` is drop.
-fn output_of(instructions: &[Instruction]) -> Result<Option<u32>, OfpErr> {
-    match instructions {
-        [] => Ok(None),
-        [Instruction::ApplyActions(actions)] | [Instruction::WriteActions(actions)] => match actions.as_slice() {
-            [] => Ok(None),
-            [Action::Output { port, .. }] => Ok(Some(*port)),
-            [_] => Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_TYPE)),
-            _ => Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_TOO_MANY)),
-        },
-        _ => Err((ofp::OFPET_BAD_INSTRUCTION, ofp::OFPBIC_UNSUP_INST)),
-    }
-}
-
-/// Interpret a FLOW_MOD. `port_ok` says whether an output port exists.
-pub fn flow_mod(fm: &ofp::FlowMod, port_ok: impl Fn(u32) -> bool) -> Result<FlowOp, OfpErr> {
-    let delete = matches!(fm.command, ofp::OFPFC_DELETE | ofp::OFPFC_DELETE_STRICT);
-    if fm.table_id != 0 && !(delete && fm.table_id == ofp::OFPTT_ALL) {
-        return Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_TABLE_ID));
-    }
-    let (vnet, mac) = match_fields(&fm.match_)?;
-    let strict_key = |vnet: Option<u32>, mac: Option<[u8; 6]>| {
-        mac.map(|mac| FlowKey {
-            vnet: vnet.unwrap_or(0),
-            mac,
-        })
-    };
-    let filter = FlowFilter {
-        vnet,
-        mac,
-        out_port: (fm.out_port != ofp::OFPP_ANY).then_some(fm.out_port),
-        cookie: (fm.cookie_mask != 0).then_some((fm.cookie, fm.cookie_mask)),
-    };
-    match fm.command {
-        ofp::OFPFC_ADD | ofp::OFPFC_MODIFY | ofp::OFPFC_MODIFY_STRICT => {
-            let out = output_of(&fm.instructions)?;
-            if fm.command == ofp::OFPFC_ADD && fm.match_.fields.is_empty() && out == Some(ofp::OFPP_CONTROLLER) {
-                return Ok(FlowOp::TableMiss);
-            }
-            if let Some(p) = out {
-                if p > ofp::OFPP_MAX || !port_ok(p) {
-                    return Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT));
-                }
-            }
-            if fm.command == ofp::OFPFC_ADD {
-                let Some(key) = strict_key(vnet, mac) else {
-                    // Only (vnet, eth_dst) flows can be forwarded on.
-                    return Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_WILDCARDS));
-                };
-                let mut flow = Flow::new(key, out);
-                flow.priority = fm.priority;
-                flow.cookie = fm.cookie;
-                flow.idle_timeout = fm.idle_timeout;
-                flow.hard_timeout = fm.hard_timeout;
-                flow.flags = fm.flags;
-                Ok(FlowOp::Add(flow))
-            } else {
-                let strict = if fm.command == ofp::OFPFC_MODIFY_STRICT {
-                    strict_key(vnet, mac)
-                } else {
-                    None
-                };
-                Ok(FlowOp::Modify {
-                    filter: FlowFilter {
-                        out_port: None,
-                        ..filter
-                    },
-                    strict,
-                    out_port: out,
-                })
-            }
-        }
-        ofp::OFPFC_DELETE => Ok(FlowOp::Delete { filter, strict: None }),
-        ofp::OFPFC_DELETE_STRICT => Ok(FlowOp::Delete {
-            filter,
-            strict: strict_key(vnet, mac),
-        }),
-        _ => Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_COMMAND)),
-    }
-}
-
 /// The filter of a flow-stats or aggregate request.
 pub fn stats_filter(req: &ofp::FlowStatsRequest) -> Result<FlowFilter, OfpErr> {
-    let (vnet, mac) = match_fields(&req.match_)?;
+    if req.table_id >= crate::pipeline::actions::N_TABLES && req.table_id != ofp::OFPTT_ALL {
+        return Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TABLE_ID));
+    }
     Ok(FlowFilter {
-        vnet,
-        mac,
-        out_port: (req.out_port != ofp::OFPP_ANY).then_some(req.out_port),
-        cookie: (req.cookie_mask != 0).then_some((req.cookie, req.cookie_mask)),
+        table_id: req.table_id,
+        m: field::compile(&req.match_.fields)?,
+        strict: None,
+        out_port: req.out_port,
+        out_group: req.out_group,
+        cookie: req.cookie,
+        cookie_mask: req.cookie_mask,
     })
 }
 
-pub fn flow_match(key: &FlowKey) -> Match {
-    Match::new()
-        .with(Oxm::TunnelId {
-            id: key.vnet as u64,
-            mask: None,
-        })
-        .with(Oxm::EthDst {
-            mac: key.mac,
-            mask: None,
-        })
-}
-
-fn instructions(out: Option<u32>) -> Vec<Instruction> {
-    match out {
-        Some(p) => vec![Instruction::ApplyActions(vec![Action::output(p)])],
-        None => vec![],
-    }
-}
-
-fn duration(flow: &Flow) -> (u32, u32) {
-    let ms = now_ms().saturating_sub(flow.installed_ms);
+/// (seconds, nanoseconds) since `since_ms`.
+pub fn duration(since_ms: u64) -> (u32, u32) {
+    let ms = now_ms().saturating_sub(since_ms);
     ((ms / 1000) as u32, ((ms % 1000) * 1_000_000) as u32)
 }
 
-pub fn flow_stats(flow: &Flow) -> ofp::FlowStats {
-    let (duration_sec, duration_nsec) = duration(flow);
-    ofp::FlowStats {
-        table_id: 0,
-        duration_sec,
-        duration_nsec,
-        priority: flow.priority,
-        idle_timeout: flow.idle_timeout,
-        hard_timeout: flow.hard_timeout,
-        flags: flow.flags,
-        cookie: flow.cookie,
-        packet_count: flow.counters.packets.load(Relaxed),
-        byte_count: flow.counters.bytes.load(Relaxed),
-        match_: flow_match(&flow.key),
-        instructions: instructions(flow.out_port),
+fn flow_match(e: &FlowEntry) -> Match {
+    Match {
+        fields: e.m.oxms.clone(),
     }
 }
 
-pub fn flow_removed(flow: &Flow, reason: FlowRemovedReason) -> ofp::FlowRemoved {
-    let (duration_sec, duration_nsec) = duration(flow);
-    ofp::FlowRemoved {
-        cookie: flow.cookie,
-        priority: flow.priority,
-        reason: match reason {
-            FlowRemovedReason::IdleTimeout => ofp::OFPRR_IDLE_TIMEOUT,
-            FlowRemovedReason::HardTimeout => ofp::OFPRR_HARD_TIMEOUT,
-            FlowRemovedReason::Delete => ofp::OFPRR_DELETE,
-        },
-        table_id: 0,
+pub fn flow_stats(e: &FlowEntry) -> ofp::FlowStats {
+    let (duration_sec, duration_nsec) = duration(e.installed_ms);
+    ofp::FlowStats {
+        table_id: e.table_id,
         duration_sec,
         duration_nsec,
-        idle_timeout: flow.idle_timeout,
-        hard_timeout: flow.hard_timeout,
-        packet_count: flow.counters.packets.load(Relaxed),
-        byte_count: flow.counters.bytes.load(Relaxed),
-        match_: flow_match(&flow.key),
+        priority: e.priority,
+        idle_timeout: e.idle_timeout,
+        hard_timeout: e.hard_timeout,
+        flags: e.flags,
+        cookie: e.cookie,
+        packet_count: e.counters.packets.load(Relaxed),
+        byte_count: e.counters.bytes.load(Relaxed),
+        match_: flow_match(e),
+        instructions: e.instructions.clone(),
+    }
+}
+
+pub fn flow_removed(e: &FlowEntry, reason: Removed) -> ofp::FlowRemoved {
+    let (duration_sec, duration_nsec) = duration(e.installed_ms);
+    ofp::FlowRemoved {
+        cookie: e.cookie,
+        priority: e.priority,
+        reason: match reason {
+            Removed::Idle => ofp::OFPRR_IDLE_TIMEOUT,
+            Removed::Hard => ofp::OFPRR_HARD_TIMEOUT,
+            Removed::Delete => ofp::OFPRR_DELETE,
+            Removed::GroupDelete => ofp::OFPRR_GROUP_DELETE,
+        },
+        table_id: e.table_id,
+        duration_sec,
+        duration_nsec,
+        idle_timeout: e.idle_timeout,
+        hard_timeout: e.hard_timeout,
+        packet_count: e.counters.packets.load(Relaxed),
+        byte_count: e.counters.bytes.load(Relaxed),
+        match_: flow_match(e),
+    }
+}
+
+pub fn group_desc(g: &Group) -> ofp::GroupDesc {
+    ofp::GroupDesc {
+        group_type: g.group_type,
+        group_id: g.id,
+        buckets: g.wire.clone(),
+    }
+}
+
+/// Group statistics; `ref_count` is the number of flows that use the group.
+pub fn group_stats(g: &Group, ref_count: u32) -> ofp::GroupStats {
+    let (duration_sec, duration_nsec) = duration(g.installed_ms);
+    ofp::GroupStats {
+        group_id: g.id,
+        ref_count,
+        packet_count: g.counters.packets.load(Relaxed),
+        byte_count: g.counters.bytes.load(Relaxed),
+        duration_sec,
+        duration_nsec,
+        buckets: g
+            .buckets
+            .iter()
+            .map(|b| (b.counters.packets.load(Relaxed), b.counters.bytes.load(Relaxed)))
+            .collect(),
+    }
+}
+
+pub fn meter_config(m: &Meter) -> ofp::MeterConfig {
+    ofp::MeterConfig {
+        flags: m.flags,
+        meter_id: m.id,
+        bands: m.bands.iter().map(|b| b.wire.clone()).collect(),
+    }
+}
+
+pub fn meter_stats(m: &Meter, flow_count: u32) -> ofp::MeterStats {
+    let (duration_sec, duration_nsec) = duration(m.installed_ms);
+    ofp::MeterStats {
+        meter_id: m.id,
+        flow_count,
+        packet_in_count: m.packets.load(Relaxed),
+        byte_in_count: m.bytes.load(Relaxed),
+        duration_sec,
+        duration_nsec,
+        bands: m
+            .bands
+            .iter()
+            .map(|b| (b.counters.packets.load(Relaxed), b.counters.bytes.load(Relaxed)))
+            .collect(),
     }
 }
 
@@ -241,47 +176,30 @@ pub fn port_stats(ports: &[PortInfo], tunnels: &[TunnelInfo], port_no: u32) -> V
         .collect()
 }
 
-/// Where a PACKET_OUT goes. The virtual network comes from a set-field tunnel_id action
-/// (as our controller sends) or, failing that, is 0.
-pub fn packet_out_targets(po: &ofp::PacketOut) -> Result<Vec<PacketOutTarget>, OfpErr> {
-    let mut vnet = 0u32;
-    let in_port = (po.in_port <= ofp::OFPP_MAX).then_some(po.in_port);
-    let mut out = Vec::new();
-    for a in &po.actions {
-        match a {
-            // Virtual networks are 32-bit GRE keys; a wider id names no network of ours.
-            Action::SetField(Oxm::TunnelId { id, mask: None }) => {
-                vnet = u32::try_from(*id).map_err(|_| (ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_SET_ARGUMENT))?
-            }
-            Action::Output { port, .. } => out.push(match *port {
-                ofp::OFPP_FLOOD | ofp::OFPP_ALL => PacketOutTarget::Flood { vnet, in_port },
-                ofp::OFPP_TABLE => PacketOutTarget::Table {
-                    vnet,
-                    in_port: in_port.unwrap_or(0),
-                },
-                ofp::OFPP_IN_PORT => {
-                    PacketOutTarget::Port(in_port.ok_or((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT))?)
-                }
-                p if p <= ofp::OFPP_MAX => PacketOutTarget::Port(p),
-                _ => return Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT)),
-            }),
-            _ => return Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_TYPE)),
-        }
-    }
-    Ok(out)
-}
-
+/// The PACKET_IN message for a datapath PACKET_IN: the pipeline fields that are set go in
+/// the match (in_port always; tunnel_id and metadata when not zero, and tunnel_id always for a
+/// report of the L2 service, which the Cloud Rack controller reads its network from).
 pub fn packet_in(pin: &DpPacketIn) -> ofp::PacketIn {
+    let mut m = Match::new().with(Oxm::InPort(pin.in_port));
+    if pin.tunnel_id != 0 || pin.cookie == u64::MAX {
+        m = m.with(Oxm::TunnelId {
+            id: pin.tunnel_id,
+            mask: None,
+        });
+    }
+    if pin.metadata != 0 {
+        m = m.with(Oxm::Metadata {
+            value: pin.metadata,
+            mask: None,
+        });
+    }
     ofp::PacketIn {
         buffer_id: ofp::OFP_NO_BUFFER,
         total_len: pin.total_len.min(u16::MAX as usize) as u16,
-        reason: ofp::OFPR_NO_MATCH,
-        table_id: 0,
-        cookie: u64::MAX,
-        match_: Match::new().with(Oxm::InPort(pin.in_port)).with(Oxm::TunnelId {
-            id: pin.vnet as u64,
-            mask: None,
-        }),
+        reason: pin.reason,
+        table_id: pin.table_id,
+        cookie: pin.cookie,
+        match_: m,
         data: pin.data.clone(),
     }
 }
@@ -290,118 +208,47 @@ pub fn packet_in(pin: &DpPacketIn) -> ofp::PacketIn {
 mod test {
     use super::*;
 
-    fn fm(command: u8, m: Match, instructions: Vec<Instruction>) -> ofp::FlowMod {
-        ofp::FlowMod {
-            cookie: 7,
-            cookie_mask: 0,
-            table_id: 0,
-            command,
-            idle_timeout: 30,
-            hard_timeout: 0,
-            priority: 100,
-            buffer_id: ofp::OFP_NO_BUFFER,
-            out_port: ofp::OFPP_ANY,
-            out_group: ofp::OFPG_ANY,
-            flags: ofp::OFPFF_SEND_FLOW_REM,
-            match_: m,
-            instructions,
-        }
-    }
-
-    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-    fn m() -> Match {
-        flow_match(&FlowKey { vnet: 5, mac: MAC })
-    }
-
     #[test]
-    fn add_becomes_a_flow() {
-        let out = vec![Instruction::ApplyActions(vec![Action::output(3)])];
-        let FlowOp::Add(f) = flow_mod(&fm(ofp::OFPFC_ADD, m(), out), |_| true).unwrap() else {
-            panic!()
-        };
-        assert_eq!(f.key, FlowKey { vnet: 5, mac: MAC });
-        assert_eq!(
-            (f.out_port, f.priority, f.cookie, f.idle_timeout),
-            (Some(3), 100, 7, 30)
-        );
-        // And back: flow stats carry the same match and action.
-        let s = flow_stats(&f);
-        assert_eq!(s.match_, m());
-        assert_eq!(s.instructions, vec![Instruction::ApplyActions(vec![Action::output(3)])]);
-    }
-
-    #[test]
-    fn unsupported_requests_are_openflow_errors() {
-        let out = vec![Instruction::ApplyActions(vec![Action::output(3)])];
-        assert_eq!(
-            flow_mod(&fm(ofp::OFPFC_ADD, m(), out.clone()), |_| false),
-            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_OUT_PORT))
-        );
-        let ip = Match::new().with(Oxm::EthType(0x0800));
-        assert_eq!(
-            flow_mod(&fm(ofp::OFPFC_ADD, ip, out.clone()), |_| true),
-            Err((ofp::OFPET_BAD_MATCH, ofp::OFPBMC_BAD_FIELD))
-        );
-        let two = vec![Instruction::ApplyActions(vec![Action::output(3), Action::output(4)])];
-        assert_eq!(
-            flow_mod(&fm(ofp::OFPFC_ADD, m(), two), |_| true),
-            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_TOO_MANY))
-        );
-        let mut bad_table = fm(ofp::OFPFC_ADD, m(), out);
-        bad_table.table_id = 3;
-        assert_eq!(
-            flow_mod(&bad_table, |_| true),
-            Err((ofp::OFPET_FLOW_MOD_FAILED, ofp::OFPFMFC_BAD_TABLE_ID))
-        );
-    }
-
-    #[test]
-    fn table_miss_and_delete() {
-        let miss = vec![Instruction::ApplyActions(vec![Action::output(ofp::OFPP_CONTROLLER)])];
-        assert_eq!(
-            flow_mod(&fm(ofp::OFPFC_ADD, Match::new(), miss), |_| true),
-            Ok(FlowOp::TableMiss)
-        );
-        let mut del = fm(ofp::OFPFC_DELETE, Match::new(), vec![]);
-        del.table_id = ofp::OFPTT_ALL;
-        del.out_port = 9;
-        assert_eq!(
-            flow_mod(&del, |_| true),
-            Ok(FlowOp::Delete {
-                filter: FlowFilter {
-                    out_port: Some(9),
-                    ..Default::default()
-                },
-                strict: None
-            })
-        );
-    }
-
-    #[test]
-    fn packet_out_flood_in_a_network() {
-        let po = ofp::PacketOut {
-            buffer_id: ofp::OFP_NO_BUFFER,
-            in_port: ofp::OFPP_CONTROLLER,
-            actions: vec![
-                Action::SetField(Oxm::TunnelId { id: 4, mask: None }),
-                Action::output(ofp::OFPP_FLOOD),
-            ],
+    fn packet_in_carries_the_pipeline_fields_that_are_set() {
+        let pin = DpPacketIn {
+            in_port: 3,
+            vnet: 0,
+            tunnel_id: 0,
+            metadata: 9,
+            reason: ofp::OFPR_ACTION,
+            table_id: 2,
+            cookie: 5,
+            total_len: 100,
             data: vec![0; 60],
         };
+        let m = packet_in(&pin);
+        assert_eq!(m.match_.in_port(), Some(3));
+        assert_eq!(m.match_.tunnel_id(), None);
+        assert!(m.match_.fields.contains(&Oxm::Metadata { value: 9, mask: None }));
         assert_eq!(
-            packet_out_targets(&po),
-            Ok(vec![PacketOutTarget::Flood { vnet: 4, in_port: None }])
+            (m.reason, m.table_id, m.cookie, m.total_len),
+            (ofp::OFPR_ACTION, 2, 5, 100)
         );
-        // A tunnel id wider than a GRE key names no network: refused, not cut to network 4.
-        let mut wide = po.clone();
-        wide.actions[0] = Action::SetField(Oxm::TunnelId {
-            id: 0x1_0000_0004,
-            mask: None,
-        });
-        assert_eq!(
-            packet_out_targets(&wide),
-            Err((ofp::OFPET_BAD_ACTION, ofp::OFPBAC_BAD_SET_ARGUMENT))
-        );
+        // An L2-service report always names its network, 0 included.
+        let report = DpPacketIn {
+            cookie: u64::MAX,
+            metadata: 0,
+            ..pin
+        };
+        assert_eq!(packet_in(&report).match_.tunnel_id(), Some(0));
+    }
+
+    #[test]
+    fn stats_filter_refuses_bad_tables_and_matches() {
+        let req = ofp::FlowStatsRequest {
+            table_id: 254,
+            ..Default::default()
+        };
+        assert!(stats_filter(&req).is_err());
+        let req = ofp::FlowStatsRequest {
+            match_: Match::new().with(Oxm::IpProto(6)),
+            ..Default::default()
+        };
+        assert_eq!(stats_filter(&req).unwrap_err().1, ofp::OFPBMC_BAD_PREREQ);
     }
 }

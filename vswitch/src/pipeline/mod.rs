@@ -17,6 +17,7 @@ pub mod key;
 pub mod meter;
 pub mod modify;
 pub mod table;
+pub mod text;
 pub mod xlate;
 
 use crate::dp::stats::{now_ms, FlowCounters};
