@@ -58,6 +58,21 @@ impl Cluster {
         0x00c1_0da0_0000_0000 | (i as u64 + 1)
     }
 
+    /// One host with a Cloud Rack switch that listens for ovs-ofctl on `ofp_listen` and
+    /// connects to `controller` (a third-party controller, or nothing at all: the switch then
+    /// forwards on the flows it is given).
+    pub fn standalone(controller: &str, ofp_listen: &str) -> Cluster {
+        let mut c = Cluster::new(HostNet::new(1), &["--plain-tcp"]);
+        let sw = c.spawn_switch_as(0, controller, Cluster::dpid(0), &[], &["--ofp-listen", ofp_listen]);
+        c.switches.push(Some(sw));
+        let path = c.ctl_path(0);
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || path.exists()),
+            "switch did not open its management socket"
+        );
+        c
+    }
+
     /// Hosts with a switch each and a controller with `controller_args` (e.g. --tunnel-idle).
     pub fn start(n_hosts: usize, controller_args: &[&str]) -> Cluster {
         Cluster::start_with(n_hosts, n_hosts, controller_args, &[])

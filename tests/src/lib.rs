@@ -27,6 +27,7 @@
 
 mod capture;
 mod cluster;
+pub mod differential;
 mod etcd;
 mod logs;
 mod netns;

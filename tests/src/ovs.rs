@@ -133,6 +133,15 @@ impl OvsHost {
         checked_output(&mut c)
     }
 
+    /// Like [`ofctl`](Self::ofctl), but returns the output whatever the exit status (for
+    /// tests that expect refusals).
+    pub fn try_ofctl(&self, args: &[&str]) -> std::process::Output {
+        let mut c = command(&["ovs-ofctl"]);
+        c.args(args);
+        set_ovs_env(&mut c, &self.dir);
+        c.output().expect("run ovs-ofctl")
+    }
+
     /// `ovs-appctl -t DIR/vswitchd.ctl ARGS...`.
     pub fn appctl(&self, args: &[&str]) -> String {
         let t = format!("{}/vswitchd.ctl", self.dir.display());

@@ -11,20 +11,6 @@ use std::time::{Duration, Instant};
 const MB: u64 = 1024 * 1024;
 const OFP_LISTEN: &str = "127.0.0.1:6634";
 
-/// One host with a Cloud Rack switch that listens for ovs-ofctl and connects to `controller`
-/// (nothing listening is fine: the switch keeps forwarding on its flows).
-fn switch_alone(controller: &str) -> Cluster {
-    let mut c = Cluster::new(HostNet::new(1), &["--plain-tcp"]);
-    let sw = c.spawn_switch_as(0, controller, Cluster::dpid(0), &[], &["--ofp-listen", OFP_LISTEN]);
-    c.switches.push(Some(sw));
-    let path = c.ctl_path(0);
-    assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || path.exists()),
-        "switch did not open its management socket"
-    );
-    c
-}
-
 fn ofctl(ns: &Netns, args: &[&str]) -> String {
     let mut argv = vec!["ovs-ofctl", "-O", "OpenFlow13"];
     argv.extend_from_slice(args);
@@ -164,7 +150,7 @@ fn ovs_ofctl_programs_the_switch_like_open_vswitch() {
     let _logs = TestLogs::new("ovs_ofctl_programs_the_switch_like_open_vswitch");
     require_tool("ovs-ofctl");
     require_tool("ovs-vswitchd");
-    let c = switch_alone("tcp:127.0.0.1:1");
+    let c = Cluster::standalone("tcp:127.0.0.1:1", OFP_LISTEN);
     let ns = &c.net[0].ns;
     // Four ports, numbered 1-4 on both switches.
     let mut vms = Vec::new();
@@ -310,7 +296,7 @@ fn udp_frame(src_last: u8, dst_last: u8) -> Vec<u8> {
 fn a_flow_mod_takes_effect_at_once() {
     let _logs = TestLogs::new("a_flow_mod_takes_effect_at_once");
     require_tool("ovs-ofctl");
-    let c = switch_alone("tcp:127.0.0.1:1");
+    let c = Cluster::standalone("tcp:127.0.0.1:1", OFP_LISTEN);
     let ns = &c.net[0].ns;
     let vms: Vec<Vm> = (1..=3)
         .map(|i| {

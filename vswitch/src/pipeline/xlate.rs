@@ -249,7 +249,19 @@ impl Ctx<'_> {
             self.out.mask = self.out.mask.or(&probed);
             self.out.tables.push((t, hit.is_some()));
             let Some(e) = hit else {
-                // No entry, not even a table-miss one: the packet is dropped (spec 5.4).
+                // No entry, not even a table-miss one: the pipeline ends here. The action set
+                // written so far still runs, as in Open vSwitch (the spec says drop; OVS is
+                // what operators' controllers are tested against, and it is the reference
+                // the differential tests hold us to).
+                let acts = set.in_order();
+                if !acts.is_empty() {
+                    let at = At {
+                        table: t,
+                        cookie: 0,
+                        miss: true,
+                    };
+                    self.apply(k, &acts, at, ops, 0);
+                }
                 return;
             };
             self.out.counters.push(e.counters.clone());
@@ -633,7 +645,8 @@ mod test {
         assert_eq!(x.mask.get(off::ETH_TYPE), &[0xff, 0xff]);
         assert_eq!(x.mask.get(off::IN_PORT), &[0xff; 4]);
         assert_eq!(x.mask.get(off::ETH_DST), &[0; 6]);
-        // A miss in table 1 drops.
+        // A miss in table 1 ends the pipeline; the action set written so far still runs (as
+        // in Open vSwitch).
         let mut q = p.clone();
         q.flow_mod(&FlowMod {
             command: ofp::OFPFC_DELETE,
@@ -641,7 +654,16 @@ mod test {
             ..FlowMod::default()
         })
         .unwrap();
-        assert!(outputs(&translate(&q, &P, &k, Origin::Port)).is_empty());
+        assert_eq!(outputs(&translate(&q, &P, &k, Origin::Port)), ["out3"]);
+        // With nothing written, a miss drops.
+        let mut r = Pipeline::new(10);
+        r.flow_mod(&FlowMod {
+            priority: 1,
+            instructions: vec![Instruction::GotoTable(1)],
+            ..FlowMod::default()
+        })
+        .unwrap();
+        assert!(outputs(&translate(&r, &P, &k, Origin::Port)).is_empty());
     }
 
     #[test]
