@@ -1,6 +1,8 @@
-//! Arbitrary Ethernet frames through the forwarding decision (`dp::forward::decide`) against a
-//! small FIB, and through the software offloads (`dp::offload`) with a virtio-net header taken
-//! from the input, whatever it claims.
+//! Arbitrary Ethernet frames through the datapath's per-frame work, no root and no sockets
+//! needed: port security, the flow key, the flow cache, the pipeline's translation (a table 0
+//! of L2 flows like the Cloud Rack controller's, over the default NORMAL table-miss entry) and
+//! the executor, with in-memory ports recording what leaves; and through the software offloads
+//! (`dp::offload`) with a virtio-net header taken from the input, whatever it claims.
 //!
 //! Input: byte 0 picks the ingress (local port, dynamic or static tunnel; port; network),
 //! bytes 1-2 a frame size limit (little-endian, 0 = none), bytes 3-12 the virtio-net header,
@@ -8,9 +10,10 @@
 //!
 //! Invariants checked beyond "never panics":
 //! - Port security (`source_allowed`) lets a bound port send only from its MACs.
-//! - `decide` follows the rules in forward.rs: runts and multicast sources are dropped, output
-//!   goes where the FIB says and never back to the ingress port, floods stay in the ingress
-//!   network and go into tunnels only from local ports, only learning ingresses report.
+//! - The L2 service's rules: output goes where table 0 says and never back to the ingress
+//!   port, floods stay in the ingress network and go into tunnels only from local ports, only
+//!   learning ingresses report to the controller, and nothing edits the frame.
+//! - A cached translation gives the same program as a fresh one.
 //! - `segment` calls `emit` once per segment it counts; every segment fits the limit and has
 //!   a valid IPv4 header checksum and L4 checksum.
 //! - Every piece `split` makes fits the limit, its checksum can be finished, a GSO piece can be
@@ -19,12 +22,18 @@
 #![no_main]
 
 use cloudrack_fuzz::Control;
-use cloudrack_vswitch::dp::fib::{Fib, Mac, MacEntry, Tunnel};
-use cloudrack_vswitch::dp::forward::{decide, is_multicast, macs, source_allowed, Action, DropReason, Ingress};
+use cloudrack_vswitch::dp::fib::{FastMap, FloodSet, Mac, Tunnel};
 use cloudrack_vswitch::dp::offload::{complete_checksum, segment, split};
+use cloudrack_vswitch::dp::security::{is_multicast, macs, source_allowed};
+use cloudrack_vswitch::pipeline::cache::FlowCache;
+use cloudrack_vswitch::pipeline::execute::{execute, ExecDrop, Scratch, Sink, ToController};
+use cloudrack_vswitch::pipeline::key::extract;
+use cloudrack_vswitch::pipeline::xlate::{l2_location, translate, Origin, PortRole, Ports};
+use cloudrack_vswitch::pipeline::{normal_table_miss, Pipeline};
 use cloudrack_vswitch::port::RX_BUF_LEN;
 use cloudrack_vswitch::tunnel::decap;
 use cloudrack_wire::gre::{self, fold, sum_words};
+use cloudrack_wire::ofp::{Action, FlowMod, Instruction, Match, Oxm};
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
@@ -36,67 +45,112 @@ const B: Mac = [2, 0, 0, 0, 0, 0xb];
 const C: Mac = [2, 0, 0, 0, 0, 0xc];
 const D: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
-/// Ports 1-3 are local, 9 a dynamic tunnel, 8 a static one; networks 0, 1 and 5.
-fn fib() -> &'static Fib {
-    static FIB: OnceLock<Fib> = OnceLock::new();
-    FIB.get_or_init(|| {
-        let mut fib = Fib::default();
-        for (vnet, mac, out_port) in [
+/// The in-memory ports: 1-3 local in network 0 (3 in network 1), 4 local in network 5, 9 a
+/// dynamic tunnel, 8 a static one of network 1.
+struct MemPorts {
+    flood: FastMap<u32, FloodSet>,
+}
+
+impl Ports for MemPorts {
+    fn role(&self, port: u32) -> PortRole {
+        match port {
+            1 | 2 => PortRole::Local { vnet: 0 },
+            3 => PortRole::Local { vnet: 1 },
+            4 => PortRole::Local { vnet: 5 },
+            9 => PortRole::Tunnel { key: 0, is_static: false },
+            8 => PortRole::Tunnel { key: 1, is_static: true },
+            _ => PortRole::Unknown,
+        }
+    }
+    fn local_in(&self, vnet: u32) -> &[u32] {
+        self.flood.get(&vnet).map_or(&[], |s| &s.local)
+    }
+    fn static_tunnels_in(&self, vnet: u32) -> &[u32] {
+        self.flood.get(&vnet).map_or(&[], |s| &s.static_tunnels)
+    }
+}
+
+fn world() -> &'static (Pipeline, MemPorts) {
+    static W: OnceLock<(Pipeline, MemPorts)> = OnceLock::new();
+    W.get_or_init(|| {
+        let mut p = Pipeline::new(100);
+        p.insert(normal_table_miss());
+        for (vnet, mac, out) in [
             (0, A, Some(1)),
             (0, B, Some(2)),
             (0, C, None),
             (0, D, Some(9)),
             (1, A, Some(3)),
             (1, B, Some(8)),
-            (5, D, Some(1)),
+            (5, D, Some(4)),
         ] {
-            let entry = MacEntry {
-                out_port,
-                counters: Default::default(),
-            };
-            fib.macs.insert((vnet, mac), entry);
+            p.flow_mod(&FlowMod {
+                priority: 100,
+                match_: Match::new()
+                    .with(Oxm::TunnelId { id: vnet, mask: None })
+                    .with(Oxm::EthDst { mac, mask: None }),
+                instructions: out
+                    .map(|o| vec![Instruction::ApplyActions(vec![Action::output(o)])])
+                    .unwrap_or_default(),
+                ..FlowMod::default()
+            })
+            .expect("flow");
         }
-        fib
+        let mut flood: FastMap<u32, FloodSet> = FastMap::default();
+        flood.entry(0).or_default().local = vec![1, 2];
+        flood.entry(1).or_default().local = vec![3];
+        flood.entry(1).or_default().static_tunnels = vec![8];
+        flood.entry(5).or_default().local = vec![4];
+        (p, MemPorts { flood })
     })
 }
 
-fn ingress(b: u8) -> Ingress {
+/// What left, by port, and what went to the controller.
+#[derive(Default)]
+struct Recorded {
+    out: Vec<(u32, Vec<u8>)>,
+    reports: usize,
+}
+
+impl Sink for Recorded {
+    fn output(&mut self, port: u32, frame: &mut [u8], _: &mut VnetHdr) {
+        self.out.push((port, frame.to_vec()));
+    }
+    fn controller(&mut self, _: &[u8], _: &ToController) {
+        self.reports += 1;
+    }
+    fn dropped(&mut self, why: ExecDrop) {
+        panic!("the L2 flows never meter or decrement TTLs, yet {why:?}");
+    }
+}
+
+/// (in_port, network, is a tunnel, is static).
+fn ingress(b: u8) -> (u32, u32) {
     let port_no = [1, 2, 3, 9, 8, 4][usize::from(b / 3) % 6];
     let vnet = [0, 1, 5, 7][usize::from(b / 18) % 4];
-    match b % 3 {
-        0 => Ingress::Local { port_no, vnet },
-        1 => Ingress::Tunnel {
-            port_no,
-            vnet,
-            is_static: false,
-        },
-        _ => Ingress::Tunnel {
-            port_no,
-            vnet,
-            is_static: true,
-        },
-    }
+    (port_no, vnet)
 }
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; RX_BUF_LEN]);
+    static CACHE: RefCell<FlowCache> = RefCell::new(FlowCache::default());
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut c = Control::new(data);
-    let ingress = ingress(c.u8());
+    let (in_port, vnet) = ingress(c.u8());
     let max_frame = usize::from(c.u16());
     let hdr = VnetHdr::parse(&c.bytes::<{ vnet_hdr::LEN }>()).expect("10 bytes");
     let frame = c.rest();
 
-    check_port_security(ingress, frame);
-    check_decide(ingress, frame);
+    check_port_security(in_port, frame);
+    check_forwarding(in_port, vnet, frame);
     SCRATCH.with(|s| check_offloads(frame, &hdr, max_frame, &mut s.borrow_mut()));
 });
 
 /// Port 1 is bound to A, port 2 to B and C, the others to nothing.
-fn check_port_security(ingress: Ingress, frame: &[u8]) {
-    let bound: &[Mac] = match ingress.port_no() {
+fn check_port_security(in_port: u32, frame: &[u8]) {
+    let bound: &[Mac] = match in_port {
         1 => &[A],
         2 => &[B, C],
         _ => &[],
@@ -106,48 +160,64 @@ fn check_port_security(ingress: Ingress, frame: &[u8]) {
     assert_eq!(allowed, want, "port security of {bound:02x?}");
 }
 
-fn check_decide(ingress: Ingress, frame: &[u8]) {
-    let fib = fib();
-    let v = decide(fib, ingress, frame);
-    let learns = matches!(ingress, Ingress::Local { .. } | Ingress::Tunnel { is_static: true, .. });
-    let Some((dst, src)) = macs(frame) else {
-        assert_eq!(v.action, Action::Drop(DropReason::Runt), "{} bytes", frame.len());
-        assert!(!v.packet_in);
-        return;
-    };
-    assert!(frame.len() >= 14, "a {}-byte frame was not a runt", frame.len());
+fn check_forwarding(in_port: u32, vnet: u32, frame: &[u8]) {
+    // The datapath drops runts and multicast sources before the pipeline.
+    let Some((dst, src)) = macs(frame) else { return };
     if is_multicast(&src) {
-        assert_eq!(v.action, Action::Drop(DropReason::BadSrcMac));
-        assert!(!v.packet_in);
         return;
     }
-    assert!(!v.packet_in || learns, "{ingress:?} does not learn but reported {v:?}");
-    let (in_port, vnet) = (ingress.port_no(), ingress.vnet());
-    let entry = fib.macs.get(&(vnet, dst)).map(|e| e.out_port);
-    match v.action {
-        Action::Output(p) => {
-            assert_ne!(p, in_port, "output back to the ingress port");
-            assert!(!is_multicast(&dst));
-            assert_eq!(entry, Some(Some(p)), "output not from the FIB");
+    let (p, ports) = world();
+    // A local port's frames are in its network; a tunnel's in its key's (any, here).
+    let vnet = match ports.role(in_port) {
+        PortRole::Local { vnet } => vnet,
+        _ => vnet,
+    };
+    let (key, _) = extract(frame, in_port, vnet as u64);
+    let x = translate(p, ports, &key, Origin::Port);
+    let cached = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.sync(1);
+        match c.lookup(&key) {
+            Some(x) => x,
+            None => {
+                let x = std::sync::Arc::new(translate(p, ports, &key, Origin::Port));
+                c.insert(&key, x.clone());
+                x
+            }
         }
-        Action::Flood {
-            vnet: fv,
-            except,
-            tunnels,
-        } => {
-            assert_eq!((fv, except), (vnet, in_port), "flood outside its network or back in");
+    });
+    assert_eq!(format!("{:?}", cached.ops), format!("{:?}", x.ops), "a cached program differs");
+    let mut rec = Recorded::default();
+    let mut copy = frame.to_vec();
+    execute(&x.ops, &mut copy, &VnetHdr::default(), &mut Scratch::default(), &mut rec);
+    let role = ports.role(in_port);
+    let learns = matches!(role, PortRole::Local { .. } | PortRole::Tunnel { is_static: true, .. });
+    assert!(rec.reports <= 1, "reported {} times", rec.reports);
+    assert!(rec.reports == 0 || learns, "{role:?} does not learn but reported");
+    let from_tunnel = matches!(role, PortRole::Tunnel { .. });
+    for (port, bytes) in &rec.out {
+        assert_ne!(*port, in_port, "output back to the ingress port");
+        assert_eq!(bytes.as_slice(), frame, "the L2 service edited a frame");
+    }
+    let placed = l2_location(p, vnet as u64, dst);
+    if !is_multicast(&dst) {
+        if let Some(out) = placed {
+            let want: Vec<u32> = if out == in_port { vec![] } else { vec![out] };
+            let got: Vec<u32> = rec.out.iter().map(|(p, _)| *p).collect();
+            assert_eq!(got, want, "unicast not sent where table 0 says");
+        }
+    }
+    // Floods stay in the network (every output is a port of it) and never go from a tunnel
+    // back into a tunnel (split horizon).
+    if is_multicast(&dst) || placed.is_none() {
+        for (port, _) in &rec.out {
+            let in_net = ports.local_in(vnet).contains(port) || ports.static_tunnels_in(vnet).contains(port);
+            assert!(in_net, "flood to port {port} outside network {vnet}");
             assert!(
-                !tunnels || matches!(ingress, Ingress::Local { .. }),
-                "{ingress:?} flooded into tunnels (split horizon)"
+                !(from_tunnel && matches!(ports.role(*port), PortRole::Tunnel { .. })),
+                "a flood from a tunnel went back into a tunnel (split horizon)"
             );
-            assert!(is_multicast(&dst) || entry.is_none());
         }
-        Action::Drop(DropReason::Hairpin) => assert_eq!(entry, Some(Some(in_port))),
-        Action::Drop(DropReason::Flow) => assert_eq!(entry, Some(None)),
-        Action::Drop(DropReason::ToController) => {
-            assert!(entry.is_none() && learns && v.packet_in)
-        }
-        Action::Drop(r) => panic!("unexpected drop {r:?} of a well-formed frame"),
     }
 }
 
