@@ -81,11 +81,7 @@ fn fold(mut s: u32) -> u16 {
 /// A random tagged frame with valid checksums. `ports`: the switch's port count.
 pub fn random_packet(rng: &mut Rng, id: u32) -> Vec<u8> {
     let kind = *rng.pick(&[Kind::Tcp4, Kind::Udp4, Kind::Icmp4, Kind::Arp, Kind::Tcp6, Kind::Udp6]);
-    let dst = if rng.chance(15) {
-        [0xff; 6]
-    } else {
-        pick_mac(rng)
-    };
+    let dst = if rng.chance(15) { [0xff; 6] } else { pick_mac(rng) };
     let src = pick_mac(rng);
     let mut tag = MAGIC.to_vec();
     tag.extend_from_slice(&id.to_be_bytes());
@@ -93,6 +89,13 @@ pub fn random_packet(rng: &mut Rng, id: u32) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
+    let tagged = rng.chance(25);
+    if tagged {
+        let vid = *rng.pick(&[10u16, 20]);
+        let pcp = rng.below(8) as u16;
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&((pcp << 13) | vid).to_be_bytes());
+    }
     let ttl = *rng.pick(&[1u8, 2, 64]);
     let (sp, dp) = (*rng.pick(&TP), *rng.pick(&TP));
     match kind {
@@ -186,6 +189,8 @@ pub fn tag_of(frame: &[u8]) -> Option<u32> {
 /// What a match constrains, so actions that need a header only appear where it is there.
 #[derive(Default, Clone, Copy)]
 struct Has {
+    vlan: bool,
+    untagged: bool,
     ip4: bool,
     ip6: bool,
     tcp: bool,
@@ -201,6 +206,25 @@ fn random_match(rng: &mut Rng, ports: u32) -> (String, Has) {
     }
     if rng.chance(25) {
         parts.push(format!("dl_src={}", rng.pick(&MACS)));
+    }
+    match rng.below(10) {
+        0 => {
+            parts.push(format!("dl_vlan={}", rng.pick(&[10, 20])));
+            has.vlan = true;
+        }
+        1 => {
+            parts.push("vlan_tci=0x1000/0x1000".into());
+            has.vlan = true;
+        }
+        2 => {
+            parts.push("vlan_tci=0/0x1000".into());
+            has.untagged = true;
+        }
+        3 => {
+            parts.push(format!("dl_vlan={},dl_vlan_pcp={}", rng.pick(&[10, 20]), rng.below(8)));
+            has.vlan = true;
+        }
+        _ => {}
     }
     if rng.chance(25) {
         if rng.chance(20) {
@@ -284,12 +308,21 @@ fn output(rng: &mut Rng, ports: u32) -> String {
 }
 
 /// Packet-editing actions valid for a match with `has`.
-fn edit(rng: &mut Rng, has: Has) -> String {
+fn edit(rng: &mut Rng, has: Has, pushed: &mut bool) -> String {
     let mut options: Vec<String> = vec![
         format!("set_field:{}->eth_dst", rng.pick(&MACS)),
         format!("set_field:{}->eth_src", rng.pick(&MACS)),
-        "push_vlan:0x8100,set_field:4106->vlan_vid".into(),
     ];
+    // Only onto untagged frames, once: Open vSwitch keeps at most two tags and silently drops
+    // a third, a limit of its own rather than OpenFlow behaviour.
+    if has.untagged && !*pushed {
+        options.push("push_vlan:0x8100,set_field:4106->vlan_vid".into());
+    }
+    if has.vlan {
+        options.push("pop_vlan".into());
+        options.push("set_field:4116->vlan_vid".into());
+        options.push(format!("set_field:{}->vlan_pcp", rng.below(8)));
+    }
     if has.ip4 {
         let ip = rng.pick(&IPS);
         options.push(format!("set_field:{}.{}.{}.{}->ip_dst", ip[0], ip[1], ip[2], ip[3]));
@@ -310,7 +343,9 @@ fn edit(rng: &mut Rng, has: Has) -> String {
     if has.arp {
         options.push("set_field:10.9.9.9->arp_spa".into());
     }
-    rng.pick(&options).clone()
+    let e = rng.pick(&options).clone();
+    *pushed |= e.starts_with("push_vlan");
+    e
 }
 
 /// One random case: groups (add-group text) and flows (add-flow text, table by table).
@@ -357,9 +392,10 @@ pub fn random_case(rng: &mut Rng, ports: u32) -> Case {
             let (m, has) = random_match(rng, ports);
             let mut acts: Vec<String> = Vec::new();
             let mut insts: Vec<String> = Vec::new();
+            let mut pushed = false;
             for _ in 0..rng.below(4) {
                 if rng.chance(35) {
-                    acts.push(edit(rng, has));
+                    acts.push(edit(rng, has, &mut pushed));
                 } else if n_groups > 0 && rng.chance(15) {
                     acts.push(format!("group:{}", 1 + rng.below(n_groups)));
                 } else {
@@ -376,9 +412,16 @@ pub fn random_case(rng: &mut Rng, ports: u32) -> Case {
                 if rng.chance(30) {
                     insts.push(format!("write_metadata:{:#x}/0xff", rng.below(4)));
                 }
-                insts.push(format!("goto_table:{}", table + 1 + rng.below((n_tables - table - 1) as u64) as u8));
+                insts.push(format!(
+                    "goto_table:{}",
+                    table + 1 + rng.below((n_tables - table - 1) as u64) as u8
+                ));
             }
-            let actions = if insts.is_empty() { "drop".into() } else { insts.join(",") };
+            let actions = if insts.is_empty() {
+                "drop".into()
+            } else {
+                insts.join(",")
+            };
             let mut fields = vec![format!("table={table}"), format!("priority={p}")];
             if table > 0 && rng.chance(30) {
                 fields.push(format!("metadata={:#x}/0xff", rng.below(4)));
@@ -434,13 +477,7 @@ impl PortTap {
             let fd = OwnedFd::from_raw_fd(raw);
             let one: libc::c_int = 1;
             for opt in [PACKET_AUXDATA, PACKET_IGNORE_OUTGOING] {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_PACKET,
-                    opt,
-                    &one as *const _ as *const libc::c_void,
-                    4,
-                );
+                libc::setsockopt(raw, libc::SOL_PACKET, opt, &one as *const _ as *const libc::c_void, 4);
             }
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
             sll.sll_family = libc::AF_PACKET as u16;
@@ -561,7 +598,10 @@ pub fn same_frame(a: &[u8], b: &[u8]) -> bool {
 
 /// Whether the outputs of one packet agree.
 pub fn same_outputs(a: &[(u32, Vec<u8>)], b: &[(u32, Vec<u8>)]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((pa, fa), (pb, fb))| pa == pb && same_frame(fa, fb))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((pa, fa), (pb, fb))| pa == pb && same_frame(fa, fb))
 }
 
 #[cfg(test)]

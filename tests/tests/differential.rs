@@ -18,7 +18,10 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// No IPv6 on the test's links: the kernel's own router solicitations and DAD would be noise.
 fn quiet(ns: &Netns) {
-    for k in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+    for k in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
         ns.run(&["sysctl", "-qw", k]);
     }
 }
@@ -44,11 +47,23 @@ fn same_flows_and_packets_give_the_same_outputs_as_open_vswitch() {
     let host = &c.net[0].ns;
     quiet(host);
     for i in 1..=PORTS {
-        host.ip(&["link", "add", &format!("c{i}"), "type", "veth", "peer", "name", &format!("d{i}")]);
+        host.ip(&[
+            "link",
+            "add",
+            &format!("c{i}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("d{i}"),
+        ]);
         link_up(host, &format!("c{i}"));
         link_up(host, &format!("d{i}"));
         let out = c.ctl(0, &["add-port", &format!("c{i}"), "--kind", "system", "--vnet", "0"]);
-        assert!(out.contains(&format!("number {i}")), "port c{i} is not number {i}: {out}");
+        assert!(
+            out.contains(&format!("number {i}")),
+            "port c{i} is not number {i}: {out}"
+        );
     }
     // Open vSwitch: the same four ports, numbered alike.
     let peer = Netns::new("ovsdiff");
@@ -60,7 +75,16 @@ fn same_flows_and_packets_give_the_same_outputs_as_open_vswitch() {
         peer.ip(&["link", "add", &p, "type", "veth", "peer", "name", &format!("x{i}")]);
         link_up(&peer, &p);
         link_up(&peer, &format!("x{i}"));
-        ovs.vsctl(&["add-port", "br0", &p, "--", "set", "Interface", &p, &format!("ofport_request={i}")]);
+        ovs.vsctl(&[
+            "add-port",
+            "br0",
+            &p,
+            "--",
+            "set",
+            "Interface",
+            &p,
+            &format!("ofport_request={i}"),
+        ]);
     }
     let ours_taps: Vec<PortTap> = host.enter(|| (1..=PORTS).map(|i| PortTap::open(&format!("d{i}"))).collect());
     let ovs_taps: Vec<PortTap> = peer.enter(|| (1..=PORTS).map(|i| PortTap::open(&format!("x{i}"))).collect());
@@ -116,7 +140,10 @@ fn same_flows_and_packets_give_the_same_outputs_as_open_vswitch() {
             let frame = random_packet(&mut rng, id);
             let in_port = 1 + rng.below(PORTS as u64) as usize;
             assert!(ours_taps[in_port - 1].send(&frame), "send into our port {in_port}");
-            assert!(ovs_taps[in_port - 1].send(&frame), "send into Open vSwitch port {in_port}");
+            assert!(
+                ovs_taps[in_port - 1].send(&frame),
+                "send into Open vSwitch port {in_port}"
+            );
             sent.push((id, in_port, frame));
             if p % 16 == 15 {
                 std::thread::sleep(Duration::from_millis(2));
@@ -167,8 +194,16 @@ fn same_flows_and_packets_give_the_same_outputs_as_open_vswitch() {
     for f in failures.iter().take(5) {
         println!("MISMATCH {f}");
     }
-    assert!(failures.is_empty(), "{} mismatches with Open vSwitch (seed {seed}); first: {}", failures.len(), failures[0]);
-    assert!(forwarded > compared / 4, "too few packets were forwarded for the comparison to mean much");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches with Open vSwitch (seed {seed}); first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        forwarded > compared / 4,
+        "too few packets were forwarded for the comparison to mean much"
+    );
 }
 
 fn hex(b: &[u8]) -> String {

@@ -48,6 +48,10 @@ pub mod off {
     /// ARP target hardware address, or the ND target link-layer address.
     pub const THA: Range<usize> = 98..104;
     pub const ND_TARGET: Range<usize> = 104..120;
+    /// The IPv4 TTL or IPv6 hop limit: not matchable in OpenFlow 1.3, but in the key so that
+    /// dec_nw_ttl's outcome is decided at translation, under the megaflow mask (as in Open
+    /// vSwitch).
+    pub const NW_TTL: Range<usize> = 120..121;
 }
 
 pub const ETH_TYPE_IPV4: u16 = 0x0800;
@@ -253,6 +257,7 @@ fn ipv4(k: &mut Key, ip: &[u8]) -> Option<usize> {
     k.0[off::IP_DSCP.start] = ip[1] >> 2;
     k.0[off::IP_ECN.start] = ip[1] & 3;
     k.0[off::IP_PROTO.start] = ip[9];
+    k.0[off::NW_TTL.start] = ip[8];
     k.set(off::NW_SRC, &ip[12..16]);
     k.set(off::NW_DST, &ip[16..20]);
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
@@ -269,6 +274,7 @@ fn ipv6(k: &mut Key, ip: &[u8]) -> Option<usize> {
     k.0[off::IP_ECN.start] = tc & 3;
     let flabel = u32::from_be_bytes([0, ip[1] & 0x0f, ip[2], ip[3]]);
     k.set(off::IPV6_FLABEL, &flabel.to_be_bytes());
+    k.0[off::NW_TTL.start] = ip[7];
     k.set(off::IPV6_SRC, &ip[8..24]);
     k.set(off::IPV6_DST, &ip[24..40]);
     let mut next = ip[6];

@@ -253,15 +253,12 @@ impl Ctx<'_> {
                 // written so far still runs, as in Open vSwitch (the spec says drop; OVS is
                 // what operators' controllers are tested against, and it is the reference
                 // the differential tests hold us to).
-                let acts = set.in_order();
-                if !acts.is_empty() {
-                    let at = At {
-                        table: t,
-                        cookie: 0,
-                        miss: true,
-                    };
-                    self.apply(k, &acts, at, ops, 0);
-                }
+                let at = At {
+                    table: t,
+                    cookie: 0,
+                    miss: true,
+                };
+                self.run_set(k, &set, at, ops);
                 return;
             };
             self.out.counters.push(e.counters.clone());
@@ -276,7 +273,12 @@ impl Ctx<'_> {
                 cookie: e.cookie,
                 miss: e.is_table_miss(),
             };
-            self.apply(k, &i.apply, at, ops, 0);
+            if self.apply(k, &i.apply, at, ops, 0) {
+                // The rest of this entry's instructions are skipped; what the action set holds
+                // from earlier tables still runs.
+                self.run_set(k, &set, at, ops);
+                return;
+            }
             if i.clear {
                 set.clear();
             }
@@ -288,8 +290,7 @@ impl Ctx<'_> {
             match i.goto {
                 Some(next) => t = next,
                 None => {
-                    let acts = set.in_order();
-                    self.apply(k, &acts, at, ops, 0);
+                    self.run_set(k, &set, at, ops);
                     return;
                 }
             }
@@ -297,8 +298,10 @@ impl Ctx<'_> {
     }
 
     /// Append the ops for `acts` applied to a packet whose key is `k` (updated as fields are
-    /// set), for the entry `at`.
-    fn apply(&mut self, k: &mut Key, acts: &[Act], at: At, ops: &mut Vec<Op>, depth: usize) {
+    /// set), for the entry `at`. True when the list stopped short: a dec_nw_ttl found the TTL
+    /// expired, which ends this action list (and the entry's instructions after it) as in
+    /// Open vSwitch.
+    fn apply(&mut self, k: &mut Key, acts: &[Act], at: At, ops: &mut Vec<Op>, depth: usize) -> bool {
         for a in acts {
             match *a {
                 Act::Output { port, max_len } => self.output(k, port, max_len, at, ops, depth),
@@ -314,8 +317,8 @@ impl Ctx<'_> {
                 Act::PushVlan(tpid) => {
                     self.out.mask.0[off::VLAN_VID].fill(0xff);
                     self.out.mask.0[off::VLAN_PCP].fill(0xff);
-                    let vid = k.u16(off::VLAN_VID) | 0x1000;
-                    k.set_u16(off::VLAN_VID, vid);
+                    k.set_u16(off::VLAN_VID, 0x1000);
+                    k.0[off::VLAN_PCP.start] = 0;
                     ops.push(Op::PushVlan(tpid));
                 }
                 Act::PopVlan => {
@@ -324,10 +327,34 @@ impl Ctx<'_> {
                     k.0[off::VLAN_PCP.start] = 0;
                     ops.push(Op::PopVlan);
                 }
-                Act::DecNwTtl => ops.push(Op::DecNwTtl),
-                Act::SetNwTtl(t) => ops.push(Op::SetNwTtl(t)),
+                Act::DecNwTtl => {
+                    self.out.mask.0[off::ETH_TYPE].fill(0xff);
+                    let ip = matches!(k.eth_type(), super::key::ETH_TYPE_IPV4 | super::key::ETH_TYPE_IPV6);
+                    if ip {
+                        self.out.mask.0[off::NW_TTL].fill(0xff);
+                        let ttl = k.u8(off::NW_TTL);
+                        if ttl <= 1 {
+                            return true;
+                        }
+                        k.0[off::NW_TTL.start] = ttl - 1;
+                        ops.push(Op::DecNwTtl);
+                    }
+                }
+                Act::SetNwTtl(t) => {
+                    k.0[off::NW_TTL.start] = t;
+                    ops.push(Op::SetNwTtl(t));
+                }
                 Act::SetQueue(_) | Act::CopyTtl => {}
             }
+        }
+        false
+    }
+
+    /// The end of the pipeline: the action set, in the spec's order.
+    fn run_set(&mut self, k: &mut Key, set: &ActionSet, at: At, ops: &mut Vec<Op>) {
+        let acts = set.in_order();
+        if !acts.is_empty() {
+            self.apply(k, &acts, at, ops, 0);
         }
     }
 

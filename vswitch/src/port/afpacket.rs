@@ -4,7 +4,9 @@
 //! PACKET_VNET_HDR puts a virtio-net header in front of every frame, so GSO super-frames and
 //! partial checksums from offloading guests arrive intact and can be sent on whole.
 //! PACKET_IGNORE_OUTGOING keeps frames that leave through the interface (ours, or the host
-//! stack's) from coming back in as if received, which would loop.
+//! stack's) from coming back in as if received, which would loop. PACKET_AUXDATA gives back the
+//! VLAN tag the kernel strips from received frames, which is put back in front of the
+//! frame (in the receive slot's headroom) so the pipeline sees the frame as it was on the wire.
 
 use super::batch::RxBatch;
 use super::{PortIo, RxFrame, RX_HEADROOM};
@@ -19,6 +21,7 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const SOCKET_BUFFER: libc::c_int = 16 << 20;
 const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_AUXDATA: libc::c_int = 8;
 
 pub struct AfPacketPort {
     fd: OwnedFd,
@@ -37,6 +40,7 @@ impl AfPacketPort {
         let raw = fd.as_raw_fd();
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_AUXDATA, 1)?;
         // Bigger queues ride out bursts while a worker is busy; failure only costs headroom.
         let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
         let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
@@ -47,6 +51,27 @@ impl AfPacketPort {
             ifname: ifname.to_string(),
             ifindex,
         })
+    }
+}
+
+/// Put a VLAN tag the kernel took off back into the frame: the 12 address bytes move 4 bytes
+/// into the headroom (where the virtio-net header was, already parsed) and the tag goes after
+/// them. The offload offsets move with the headers.
+fn restore_vlan(buf: &mut [u8], f: &mut RxFrame, (tpid, tci): (u16, u16)) {
+    if f.len < 12 || f.offset < 4 {
+        return;
+    }
+    let at = f.offset;
+    buf.copy_within(at..at + 12, at - 4);
+    buf[at + 8..at + 10].copy_from_slice(&tpid.to_be_bytes());
+    buf[at + 10..at + 12].copy_from_slice(&tci.to_be_bytes());
+    f.offset -= 4;
+    f.len += 4;
+    if f.vnet.needs_csum() {
+        f.vnet.csum_start += 4;
+    }
+    if f.vnet.hdr_len != 0 {
+        f.vnet.hdr_len += 4;
     }
 }
 
@@ -64,9 +89,13 @@ impl PortIo for AfPacketPort {
 
     fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
         let start = RX_HEADROOM - vnet_hdr::LEN;
-        let n = batch.recv_mmsg(self.fd.as_raw_fd(), start)?;
+        let n = batch.recv_mmsg_aux(self.fd.as_raw_fd(), start)?;
         for i in 0..n {
-            batch.frames[i] = super::vnet_rx_frame(&batch.bufs[i][start..], batch.lens[i]).ok();
+            let mut f = super::vnet_rx_frame(&batch.bufs[i][start..], batch.lens[i]).ok();
+            if let (Some(frame), Some(tag)) = (f.as_mut(), batch.vlans[i]) {
+                restore_vlan(&mut batch.bufs[i], frame, tag);
+            }
+            batch.frames[i] = f;
         }
         Ok(n)
     }
@@ -110,5 +139,32 @@ impl PortIo for AfPacketPort {
         } else {
             stats[1] as u64
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_stripped_tag_goes_back_in_front_of_the_ethertype() {
+        let mut buf = vec![0u8; 64];
+        let frame: Vec<u8> = (1..=20).collect();
+        buf[RX_HEADROOM..RX_HEADROOM + 20].copy_from_slice(&frame);
+        let mut f = RxFrame {
+            vnet: VnetHdr {
+                flags: cloudrack_wire::vnet_hdr::F_NEEDS_CSUM,
+                csum_start: 14,
+                ..VnetHdr::default()
+            },
+            offset: RX_HEADROOM,
+            len: 20,
+        };
+        restore_vlan(&mut buf, &mut f, (0x8100, 0x200a));
+        let got = &buf[f.offset..f.offset + f.len];
+        assert_eq!(&got[..12], &frame[..12]);
+        assert_eq!(&got[12..16], &[0x81, 0x00, 0x20, 0x0a]);
+        assert_eq!(&got[16..], &frame[12..]);
+        assert_eq!(f.vnet.csum_start, 18);
     }
 }

@@ -16,8 +16,13 @@ pub struct RxBatch {
     pub lens: [usize; BATCH],
     /// What a port receiver found in each slot: `None` for a malformed frame.
     pub frames: [Option<RxFrame>; BATCH],
+    /// The VLAN tag (TPID, TCI) the kernel took off each message, for sockets with
+    /// PACKET_AUXDATA (see [`recv_mmsg_aux`](Self::recv_mmsg_aux)).
+    pub vlans: [Option<(u16, u16)>; BATCH],
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// Control buffers for PACKET_AUXDATA, one per slot.
+    ctrl: Vec<[u64; 8]>,
     /// The slot offset `iovs` point at; `usize::MAX` before the first call.
     offset: usize,
 }
@@ -34,12 +39,34 @@ impl RxBatch {
             bufs: (0..BATCH).map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice()).collect(),
             lens: [0; BATCH],
             frames: [None; BATCH],
+            vlans: [None; BATCH],
             // SAFETY: iovec and mmsghdr are plain data; all-zero (null pointers) is valid, and
             // they are filled in before every use.
             iovs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            ctrl: vec![[0u64; 8]; BATCH],
             offset: usize::MAX,
         }
+    }
+
+    /// Like [`recv_mmsg`](Self::recv_mmsg) on an AF_PACKET socket with PACKET_AUXDATA: also
+    /// reads the VLAN tag the kernel took off each frame into `vlans` (the kernel strips the
+    /// outer tag before packet sockets see a frame, and hands it over only as metadata).
+    pub fn recv_mmsg_aux(&mut self, fd: RawFd, offset: usize) -> io::Result<usize> {
+        for i in 0..BATCH {
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_control = self.ctrl[i].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+        }
+        let r = self.recv_mmsg(fd, offset);
+        let n = *r.as_ref().unwrap_or(&0);
+        for i in 0..BATCH {
+            self.vlans[i] = if i < n { aux_vlan(&self.msgs[i].msg_hdr) } else { None };
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
+        r
     }
 
     /// Receive up to `BATCH` messages from `fd` with one `recvmmsg`, each written at `offset`
@@ -79,6 +106,54 @@ impl RxBatch {
         }
         Ok(n)
     }
+}
+
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 0x10;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
+
+/// struct tpacket_auxdata (linux/if_packet.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// The VLAN tag in a received message's PACKET_AUXDATA, if the kernel took one off.
+fn aux_vlan(h: &libc::msghdr) -> Option<(u16, u16)> {
+    if h.msg_control.is_null() || (h.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>() {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG
+    // macros walk within them, and the auxdata is read unaligned from inside one.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == PACKET_AUXDATA
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(std::mem::size_of::<TpacketAuxdata>() as u32) as usize
+            {
+                let a = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
+                if a.tp_status & TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if a.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                    a.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                return Some((tpid, a.tp_vlan_tci));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
