@@ -127,7 +127,7 @@ struct TpacketAuxdata {
 
 /// The VLAN tag in a received message's PACKET_AUXDATA, if the kernel took one off.
 fn aux_vlan(h: &libc::msghdr) -> Option<(u16, u16)> {
-    if h.msg_control.is_null() || (h.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>() {
+    if h.msg_control.is_null() || h.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
         return None;
     }
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG
