@@ -5,6 +5,8 @@ mod cpu;
 mod flood;
 mod iperf;
 mod migration;
+mod ofclient;
+mod openflow;
 mod report;
 mod rr;
 mod scale;
@@ -41,6 +43,10 @@ enum Cmd {
     /// datagrams lost, QEMU downtime and true pause, for cloudrack (with and without the
     /// migrate-in notice at STOP) and Open vSwitch.
     Migration(migration::MigrationArgs),
+    /// The OpenFlow pipeline under load, beside Open vSwitch userspace with the same flows: L2
+    /// forwarding, a two-table 1,000-rule ACL, and 100,000 installed flows (FLOW_MOD rate to
+    /// the barrier, then forwarding again).
+    Openflow(openflow::OpenflowArgs),
     /// Thousands of simulated switches (OpenFlow 1.3 + TCCS over TCP) against one real
     /// controller: registrations/s, PACKET_IN -> FLOW_MOD latency, MAC move -> re-pointed,
     /// controller CPU and memory per 1,000 hosts and per 100,000 MACs.
@@ -107,6 +113,13 @@ fn main() {
             }
         },
         Cmd::Migration(a) => match catching(|| migration::run(a)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cloudrack-bench: {e}");
+                2
+            }
+        },
+        Cmd::Openflow(a) => match catching(|| openflow::run(a)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("cloudrack-bench: {e}");

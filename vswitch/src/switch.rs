@@ -167,6 +167,8 @@ struct State {
     next_worker: usize,
     /// Tunnels already reported idle (until they carry traffic again).
     idle_reported: HashSet<u32>,
+    /// The pipeline changed since the last publish (see [`Switch::publish_pending`]).
+    dirty: bool,
 }
 
 pub struct Switch {
@@ -204,6 +206,7 @@ impl Switch {
                 next_static: FIRST_STATIC_TUNNEL,
                 next_worker: 0,
                 idle_reported: HashSet::new(),
+                dirty: false,
             }),
             subscribers: Mutex::new(Vec::new()),
         }
@@ -231,7 +234,19 @@ impl Switch {
         });
     }
 
-    fn publish(&self, st: &State) {
+    /// Publish what FLOW_MOD, GROUP_MOD and METER_MOD changed. An OpenFlow session calls it
+    /// when it has no further message buffered, and before a barrier reply or a PACKET_OUT:
+    /// a burst of FLOW_MODs then costs one publication, not one each, and nothing a
+    /// controller can observe comes before its changes take effect.
+    pub fn publish_pending(&self) {
+        let mut st = self.lock();
+        if st.dirty {
+            self.publish(&mut st);
+        }
+    }
+
+    fn publish(&self, st: &mut State) {
+        st.dirty = false;
         let mut fib = Fib {
             local: st.ports.clone().into_iter().collect(),
             tunnels: st.tunnels.clone().into_iter().collect(),
@@ -322,7 +337,7 @@ impl Switch {
         };
         let info = Self::port_info(&port);
         st.ports.insert(port_no, port);
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         info!(port = name, port_no, ?kind, vnet, bound = ?info.bound_macs, "port added");
         self.notify(Notify::PortAdded(info.clone()));
@@ -406,7 +421,7 @@ impl Switch {
         t.counters.last_used_ms.store(now_ms(), Relaxed);
         let info = Self::tunnel_info(&t);
         st.tunnels.insert(port_no, t);
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         info!(port_no, remote = %spec.remote, key = spec.key, is_static = spec.is_static, "tunnel added");
         self.notify(Notify::TunnelAdded(info.clone()));
@@ -419,7 +434,7 @@ impl Switch {
         let t = st.tunnels.remove(&port_no).ok_or(SwitchError::NoSuchPortNo(port_no))?;
         st.idle_reported.remove(&port_no);
         let removed = st.pipeline.remove_port_flows(port_no);
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         info!(port_no, remote = %t.remote, key = t.key, flows_removed = removed.len(), "tunnel removed");
         self.notify(Notify::TunnelDeleted(Self::tunnel_info(&t)));
@@ -457,9 +472,7 @@ impl Switch {
     pub fn flow_mod(&self, fm: &ofp::FlowMod) -> Result<(), OfpErr> {
         let mut st = self.lock();
         let out = st.pipeline.flow_mod(fm)?;
-        if out.changed > 0 {
-            self.publish(&st);
-        }
+        st.dirty |= out.changed > 0;
         drop(st);
         self.notify_removed(out.removed, Removed::Delete);
         Ok(())
@@ -469,7 +482,7 @@ impl Switch {
     pub fn group_mod(&self, gm: &ofp::GroupMod) -> Result<(), OfpErr> {
         let mut st = self.lock();
         let removed = st.pipeline.group_mod(gm)?;
-        self.publish(&st);
+        st.dirty = true;
         drop(st);
         self.notify_removed(removed, Removed::GroupDelete);
         Ok(())
@@ -479,7 +492,7 @@ impl Switch {
     pub fn meter_mod(&self, mm: &ofp::MeterMod) -> Result<(), OfpErr> {
         let mut st = self.lock();
         let removed = st.pipeline.meter_mod(mm)?;
-        self.publish(&st);
+        st.dirty = true;
         drop(st);
         self.notify_removed(removed, Removed::Delete);
         Ok(())
@@ -569,8 +582,10 @@ impl Switch {
             warn!(port_no, "interface vanished");
             self.remove_port_locked(&mut st, port_no, "interface vanished");
         }
-        if !expired.is_empty() {
-            self.publish(&st);
+        // Changes a session has not published yet (it always does before blocking; this is a
+        // safety net) go out with the expiries.
+        if !expired.is_empty() || st.dirty {
+            self.publish(&mut st);
         }
         drop(st);
         for (flow, reason) in expired {
@@ -626,7 +641,7 @@ impl Switch {
         } else {
             return Ok((port_no, vnet));
         }
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         info!(port, port_no, vnet, mac = %sys::fmt_mac(&mac), bound, "port binding changed");
         self.notify(Notify::PortBinding {

@@ -42,6 +42,9 @@ pub fn decode_next(buf: &[u8]) -> Result<Option<(Incoming, usize)>, OfpError> {
 pub struct MsgReader<R: Read> {
     inner: R,
     buf: Vec<u8>,
+    /// Unread bytes are `buf[start..filled]`: taking a message moves `start`, and the bytes
+    /// are moved to the front only when the room behind them runs out (not once per message).
+    start: usize,
     filled: usize,
 }
 
@@ -50,8 +53,15 @@ impl<R: Read> MsgReader<R> {
         MsgReader {
             inner,
             buf: vec![0; MAX_MESSAGE * 2],
+            start: 0,
             filled: 0,
         }
+    }
+
+    /// Whether a whole message (or a malformed one) is already buffered, so that the next
+    /// call returns without reading: a reader can finish work it batches before it would block.
+    pub fn has_buffered_message(&self) -> bool {
+        !matches!(decode_next(&self.buf[self.start..self.filled]), Ok(None))
     }
 
     pub fn get_ref(&self) -> &R {
@@ -63,14 +73,22 @@ impl<R: Read> MsgReader<R> {
     /// field is below 8, after which the stream cannot be re-synchronised.
     pub fn next_message(&mut self) -> io::Result<Incoming> {
         loop {
-            match decode_next(&self.buf[..self.filled]) {
+            match decode_next(&self.buf[self.start..self.filled]) {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
                 Ok(Some((out, len))) => {
-                    self.buf.copy_within(len..self.filled, 0);
-                    self.filled -= len;
+                    self.start += len;
+                    if self.start == self.filled {
+                        (self.start, self.filled) = (0, 0);
+                    }
                     return Ok(out);
                 }
                 Ok(None) => {}
+            }
+            // A partial message at the back: move it to the front to make room.
+            if self.start > 0 && self.filled + MAX_MESSAGE > self.buf.len() {
+                self.buf.copy_within(self.start..self.filled, 0);
+                self.filled -= self.start;
+                self.start = 0;
             }
             let n = self.inner.read(&mut self.buf[self.filled..])?;
             if n == 0 {

@@ -228,6 +228,9 @@ impl Session {
                     missed = 0;
                     let raw = m.encode();
                     self.handle(m, &raw);
+                    if !reader.has_buffered_message() {
+                        self.switch.publish_pending();
+                    }
                 }
                 Ok(Incoming::Malformed { raw, error }) => {
                     missed = 0;
@@ -303,7 +306,11 @@ impl Session {
                 }),
             ),
             Body::SetConfig(_) | Body::SetAsync(_) => {}
-            Body::BarrierRequest => self.reply(xid, Body::BarrierReply),
+            Body::BarrierRequest => {
+                // Everything before the barrier takes effect before its reply.
+                self.switch.publish_pending();
+                self.reply(xid, Body::BarrierReply)
+            }
             Body::RoleRequest(r) => {
                 // Roles are among registered controllers; anyone else (ovs-ofctl) stays EQUAL.
                 let role = match self.link_id {
@@ -422,6 +429,8 @@ impl Session {
     }
 
     fn packet_out(&self, xid: u32, raw: &[u8], po: &ofp::PacketOut) {
+        // The packet meets the flows the controller sent before it.
+        self.switch.publish_pending();
         if po.buffer_id != ofp::OFP_NO_BUFFER {
             return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BUFFER_UNKNOWN));
         }
