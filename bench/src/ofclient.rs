@@ -52,11 +52,8 @@ impl OfClient {
             while let Ok(m) = r.next_message() {
                 if let Incoming::Message(m) = m {
                     match m.body {
-                        Body::BarrierReply => {
-                            if tx.send(m.xid).is_err() {
-                                return;
-                            }
-                        }
+                        Body::BarrierReply if tx.send(m.xid).is_err() => return,
+                        Body::BarrierReply => {}
                         Body::Error { .. } => {
                             errs.fetch_add(1, Relaxed);
                         }
