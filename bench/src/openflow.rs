@@ -274,6 +274,12 @@ pub fn run(a: OpenflowArgs) -> Result<i32, String> {
             r["acl"] = json!({ "rules": a.rules, "install_s": t.as_secs_f64(), "tcp_gbps": g, "zero_loss_kfps": z });
 
             let t = bed.of.timed(&many_msgs, Duration::from_secs(600))?;
+            let errors = bed.of.errors.load(std::sync::atomic::Ordering::Relaxed);
+            if errors > 0 {
+                return Err(format!(
+                    "{sys} refused {errors} of the FLOW_MODs: the figures would not mean what they say"
+                ));
+            }
             let rate = f64::from(a.flows) / t.as_secs_f64();
             record("100k: FLOW_MOD rate, kflows/s", sys, rate / 1000.0);
             let (g, z) = traffic(&bed, a.duration, 5321)?;

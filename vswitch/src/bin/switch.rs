@@ -67,8 +67,8 @@ struct Args {
     /// PACKET_INs per second allowed from one port (table misses beyond it are counted and dropped).
     #[arg(long, default_value_t = 1000)]
     packet_in_rate: u32,
-    /// Most flows in the table.
-    #[arg(long, default_value_t = 100_000)]
+    /// Most flow entries, all tables together (beyond it FLOW_MOD fails with TABLE_FULL).
+    #[arg(long, default_value_t = 1_000_000)]
     max_flows: usize,
     /// Most local ports.
     #[arg(long, default_value_t = 4096)]
