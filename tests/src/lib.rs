@@ -31,6 +31,7 @@ pub mod differential;
 mod etcd;
 mod logs;
 mod netns;
+mod ofpeer;
 mod ovs;
 mod ping;
 mod process;
@@ -52,6 +53,7 @@ pub use netns::{
     add_addr, bridge_netfilter_off, get_mac, link_names, link_up, netns_list, root_link_names, set_mac, set_mtu,
     veth_into, Netns, NETNS_RUN_DIR,
 };
+pub use ofpeer::OfPeer;
 pub use ovs::{OvsHost, OVS_SCHEMA, OVS_UNDERLAY_BRIDGE};
 pub use ping::{ping, ping_stats, PingStats, PING_INTERVAL};
 pub use process::{Proc, TERM_GRACE};

@@ -5,119 +5,21 @@
 //! Runs as root, in a namespace.
 
 use cloudrack_tests::*;
-use cloudrack_wire::ofp::{self, Body, Message};
-use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
-use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use cloudrack_wire::ofp::{self, Body};
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::Duration;
 
-/// One scripted controller connection.
-struct Peer {
-    out: TcpStream,
-    reader: MsgReader<TcpStream>,
-    xid: u32,
-}
-
-impl Peer {
-    fn accept(l: &TcpListener) -> Peer {
-        l.set_nonblocking(false).unwrap();
-        let (s, _) = l.accept().expect("the switch did not connect");
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let mut p = Peer {
-            out: s.try_clone().unwrap(),
-            reader: MsgReader::new(s),
-            xid: 100,
-        };
-        p.send(Body::hello(&[ofp::OFP_VERSION]));
-        p.send(Body::FeaturesRequest);
-        p.wait_for("FEATURES_REPLY", |b| matches!(b, Body::FeaturesReply { .. }));
-        p
-    }
-
-    fn send(&mut self, body: Body) -> u32 {
-        self.xid += 1;
-        self.out.write_all(&Message::new(self.xid, body).encode()).unwrap();
-        self.xid
-    }
-
-    /// Messages until one satisfies `pred` (echo requests answered); panics after 5 s.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Body) -> bool) -> Message {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match self.reader.next_message() {
-                Ok(Incoming::Message(m)) => {
-                    if let Body::EchoRequest(d) = &m.body {
-                        let reply = Message::new(m.xid, Body::EchoReply(d.clone())).encode();
-                        self.out.write_all(&reply).unwrap();
-                    } else if pred(&m.body) {
-                        return m;
-                    }
-                }
-                Ok(Incoming::Malformed { error, .. }) => panic!("malformed message from the switch: {error}"),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => panic!("connection to the switch failed: {e}"),
-            }
-        }
-        panic!("no {what} from the switch within 5 s");
-    }
-
-    /// Whether a message satisfying `pred` arrives within `wait`.
-    fn sees(&mut self, wait: Duration, pred: impl Fn(&Body) -> bool) -> bool {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            match self.reader.next_message() {
-                Ok(Incoming::Message(m)) if pred(&m.body) => return true,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => panic!("connection to the switch failed: {e}"),
-            }
-        }
-        false
-    }
-
-    fn role(&mut self, role: u32, generation_id: u64) -> Result<u32, (u16, u16)> {
-        let xid = self.send(Body::RoleRequest(ofp::RoleMsg { role, generation_id }));
-        let m = self.wait_for("ROLE_REPLY or ERROR", |b| {
-            matches!(b, Body::RoleReply(_) | Body::Error { .. })
-        });
-        assert_eq!(m.xid, xid);
-        match m.body {
-            Body::RoleReply(r) => Ok(r.role),
-            Body::Error { typ, code, .. } => Err((typ, code)),
-            _ => unreachable!(),
-        }
-    }
-
-    /// A FLOW_MOD for `mac` in network 0 out of port 1; the switch's answer to the barrier
-    /// behind it: Ok, or the error it sent.
-    fn flow_mod(&mut self, mac: [u8; 6]) -> Result<(), (u16, u16)> {
-        let fm = ofp::FlowMod {
-            cookie: 0,
-            cookie_mask: 0,
-            table_id: 0,
-            command: ofp::OFPFC_ADD,
-            idle_timeout: 0,
-            hard_timeout: 0,
-            priority: 100,
-            buffer_id: ofp::OFP_NO_BUFFER,
-            out_port: ofp::OFPP_ANY,
-            out_group: ofp::OFPG_ANY,
-            flags: 0,
-            match_: ofp::Match::new()
-                .with(ofp::Oxm::TunnelId { id: 0, mask: None })
-                .with(ofp::Oxm::EthDst { mac, mask: None }),
-            instructions: vec![ofp::Instruction::ApplyActions(vec![ofp::Action::output(1)])],
-        };
-        self.send(Body::FlowMod(fm));
-        self.send(Body::BarrierRequest);
-        let m = self.wait_for("BARRIER_REPLY", |b| {
-            matches!(b, Body::BarrierReply | Body::Error { .. })
-        });
-        match m.body {
-            Body::Error { typ, code, .. } => Err((typ, code)),
-            _ => Ok(()),
-        }
-    }
+/// A FLOW_MOD for `mac` in network 0 out of port 1 from `peer`; the switch's answer to the
+/// barrier behind it: Ok, or the error it sent.
+fn flow_mod(peer: &mut OfPeer, mac: [u8; 6]) -> Result<(), (u16, u16)> {
+    peer.request(Body::FlowMod(ofp::FlowMod {
+        priority: 100,
+        match_: ofp::Match::new()
+            .with(ofp::Oxm::TunnelId { id: 0, mask: None })
+            .with(ofp::Oxm::EthDst { mac, mask: None }),
+        instructions: vec![ofp::Instruction::ApplyActions(vec![ofp::Action::output(1)])],
+        ..ofp::FlowMod::default()
+    }))
 }
 
 fn is_packet_in(b: &Body) -> bool {
@@ -138,8 +40,8 @@ fn the_master_controls_the_switch_and_a_new_master_takes_over() {
     let addr = |l: &TcpListener| format!("tcp:127.0.0.1:{}", l.local_addr().unwrap().port());
     let (ca, cb) = (addr(&la), addr(&lb));
     let _sw = c.spawn_switch_as(0, &ca, Cluster::dpid(0), &[], &["--controller", &cb]);
-    let mut a = Peer::accept(&la);
-    let mut b = Peer::accept(&lb);
+    let mut a = OfPeer::accept(&la);
+    let mut b = OfPeer::accept(&lb);
     let vm = c.vm_system(0, "v", "02:00:00:00:5d:01", "10.63.0.1/24", 0);
     let announce = || {
         send_garp(
@@ -160,10 +62,10 @@ fn the_master_controls_the_switch_and_a_new_master_takes_over() {
     );
     // The slave may not modify the switch; the master may.
     assert_eq!(
-        a.flow_mod([2, 0, 0, 0, 0x5d, 0xa]),
+        flow_mod(&mut a, [2, 0, 0, 0, 0x5d, 0xa]),
         Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_IS_SLAVE))
     );
-    assert_eq!(b.flow_mod([2, 0, 0, 0, 0x5d, 0xb]), Ok(()));
+    assert_eq!(flow_mod(&mut b, [2, 0, 0, 0, 0x5d, 0xb]), Ok(()));
     let flows = c.ctl(0, &["flows"]);
     assert!(
         flows.contains("02:00:00:00:5d:0b") && !flows.contains("02:00:00:00:5d:0a"),
@@ -201,10 +103,10 @@ fn the_master_controls_the_switch_and_a_new_master_takes_over() {
     assert_eq!(a.role(ofp::OFPCR_ROLE_MASTER, 2), Ok(ofp::OFPCR_ROLE_MASTER));
     assert_eq!(b.role(ofp::OFPCR_ROLE_NOCHANGE, 0), Ok(ofp::OFPCR_ROLE_SLAVE));
     assert_eq!(
-        b.flow_mod([2, 0, 0, 0, 0x5d, 0xc]),
+        flow_mod(&mut b, [2, 0, 0, 0, 0x5d, 0xc]),
         Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_IS_SLAVE))
     );
-    assert_eq!(a.flow_mod([2, 0, 0, 0, 0x5d, 0xd]), Ok(()));
+    assert_eq!(flow_mod(&mut a, [2, 0, 0, 0, 0x5d, 0xd]), Ok(()));
     announce();
     assert!(
         a.sees(Duration::from_secs(3), is_packet_in),

@@ -164,6 +164,7 @@ fn run(
                     break;
                 }
             }
+            Op::Count(c) => c.hit(bytes(&w).len(), crate::dp::stats::now_ms()),
             Op::Clone(sub) => {
                 let (f, shared) = match &mut w {
                     Work::Base { frame, shared } => (&mut **frame, shared),

@@ -75,6 +75,8 @@ pub enum Op {
     Meter(Arc<Meter>),
     /// Run these on a copy of the packet, then go on with the original (group buckets).
     Clone(Vec<Op>),
+    /// Count the packet (a group or bucket it reaches: a meter before may drop it first).
+    Count(Arc<FlowCounters>),
 }
 
 /// A translated packet: its program, the megaflow mask under which the program holds, the
@@ -460,7 +462,7 @@ impl Ctx<'_> {
         if depth > 32 {
             return;
         }
-        self.out.counters.push(g.counters.clone());
+        ops.push(Op::Count(g.counters.clone()));
         let chosen: Vec<usize> = match g.group_type {
             ofp::OFPGT_ALL => (0..g.buckets.len()).collect(),
             ofp::OFPGT_SELECT => {
@@ -477,13 +479,10 @@ impl Ctx<'_> {
         };
         for i in chosen {
             let b = &g.buckets[i];
-            self.out.counters.push(b.counters.clone());
             let mut kk = *k;
-            let mut sub = Vec::new();
+            let mut sub = vec![Op::Count(b.counters.clone())];
             self.apply(&mut kk, &b.actions, at, &mut sub, depth + 1);
-            if !sub.is_empty() {
-                ops.push(Op::Clone(sub));
-            }
+            ops.push(Op::Clone(sub));
         }
     }
 
@@ -561,10 +560,11 @@ mod test {
     fn outputs(x: &Xlated) -> Vec<String> {
         x.ops
             .iter()
+            .filter(|o| !matches!(o, Op::Count(_)))
             .map(|o| match o {
                 Op::Output(p) => format!("out{p}"),
                 Op::Controller { reason, .. } => format!("ctl{reason}"),
-                Op::Clone(ops) => format!("clone{}", ops.len()),
+                Op::Clone(ops) => format!("clone{}", ops.iter().filter(|o| !matches!(o, Op::Count(_))).count()),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -735,7 +735,7 @@ mod test {
         // Fast failover skips the dead port 9.
         let x = translate(&p, &P, &extract(&frame(B, A), 2, 0).0, Origin::Port);
         match &x.ops[..] {
-            [Op::Clone(ops)] => assert!(matches!(ops[1], Op::Output(3))),
+            [Op::Count(_), Op::Clone(ops)] => assert!(matches!(ops[2], Op::Output(3))),
             other => panic!("{other:?}"),
         }
     }
