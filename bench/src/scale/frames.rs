@@ -109,20 +109,6 @@ pub fn packet_in(in_port: u32, vnet: u32, data: Vec<u8>) -> Message {
     )
 }
 
-pub fn features_reply(xid: u32, dpid: u64) -> Message {
-    Message::new(
-        xid,
-        Body::FeaturesReply {
-            datapath_id: dpid,
-            n_buffers: 0,
-            n_tables: 1,
-            auxiliary_id: 0,
-            capabilities: ofp::OFPC_FLOW_STATS | ofp::OFPC_TABLE_STATS | ofp::OFPC_PORT_STATS,
-            reserved: 0,
-        },
-    )
-}
-
 pub fn register(dpid: u64, ip: Ipv4Addr, mac: Mac) -> Message {
     TccsMsg::Register {
         dpid,

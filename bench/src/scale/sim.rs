@@ -10,7 +10,9 @@
 //! `p + 1`. VMs talk and migrate only inside their group.
 
 use ahash::AHashMap;
-use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequestBody};
+use cloudrack_vswitch::ofp::agent::{Agent, Answer, SwitchOps};
+use cloudrack_vswitch::ofp::translate::OfpErr;
+use cloudrack_wire::ofp::{self, Body, Message, MultipartRequestBody};
 use cloudrack_wire::tccs::TccsMsg;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -89,7 +91,8 @@ struct Host {
     wbuf: Vec<u8>,
     wpos: usize,
     dirty: bool,
-    registered_sent: bool,
+    /// The protocol's side of this switch: the same agent the real switch runs.
+    agent: Agent,
     next_port: u32,
     flows: u32,
     flow_mods: u32,
@@ -223,7 +226,7 @@ impl Sim {
                 wbuf: Vec::new(),
                 wpos: 0,
                 dirty: false,
-                registered_sent: false,
+                agent: Agent::new(true),
                 next_port: p + 1,
                 flows: 0,
                 flow_mods: 0,
@@ -443,7 +446,7 @@ impl Sim {
         host.rbuf.clear();
         host.wbuf.clear();
         host.wpos = 0;
-        host.registered_sent = false;
+        host.agent = Agent::new(true);
         self.t.disconnects += 1;
         match was {
             HState::Registered => {
@@ -571,7 +574,7 @@ impl Sim {
             };
             self.t.msgs_in += 1;
             match Message::decode(&buf[off..off + len]) {
-                Ok(m) => self.handle(h, m),
+                Ok(m) => self.handle(h, m, &buf[off..off + len]),
                 Err(_) => self.t.malformed_from_controller += 1,
             }
             off += len;
@@ -583,164 +586,79 @@ impl Sim {
 
     // ---- the switch's side of the protocol ---------------------------------------------------
 
-    fn handle(&mut self, h: u32, m: Message) {
-        let xid = m.xid;
-        if matches!(m.body, Body::Experimenter { .. }) {
-            return self.tccs(h, &m.body);
+    /// One message from the controller, through the switch's own protocol agent (the code the
+    /// real switch runs) with this simulated switch behind it.
+    fn handle(&mut self, h: u32, m: Message, raw: &[u8]) {
+        let mut agent = std::mem::replace(&mut self.hosts[h as usize].agent, Agent::new(true));
+        let replies = agent.on_message(m, raw, &mut SimSwitch { sim: self, h });
+        for r in &replies {
+            self.send(h, r);
         }
-        match m.body {
-            Body::Hello { .. } | Body::EchoReply(_) => {}
-            Body::EchoRequest(data) => {
-                self.t.echo_request += 1;
-                self.send(h, &Message::new(xid, Body::EchoReply(data)));
-            }
-            Body::FeaturesRequest => {
-                let dpid = frames::dpid_of_mac(&frames::host_mac(h));
-                self.send(h, &frames::features_reply(xid, dpid));
-                if !self.hosts[h as usize].registered_sent {
-                    self.register(h, dpid);
-                }
-            }
-            Body::GetConfigRequest => self.send(
-                h,
-                &Message::new(
-                    xid,
-                    Body::GetConfigReply(ofp::SwitchConfig {
-                        flags: 0,
-                        miss_send_len: ofp::OFPCML_NO_BUFFER,
-                    }),
-                ),
-            ),
-            Body::SetConfig(_) | Body::SetAsync(_) => self.t.set_config += 1,
-            Body::BarrierRequest => {
-                self.t.barrier += 1;
-                self.send(h, &Message::new(xid, Body::BarrierReply));
-            }
-            Body::RoleRequest(r) => {
-                self.t.role_request += 1;
-                let role = if r.role == ofp::OFPCR_ROLE_NOCHANGE {
-                    ofp::OFPCR_ROLE_EQUAL
-                } else {
-                    r.role
-                };
-                self.send(
-                    h,
-                    &Message::new(
-                        xid,
-                        Body::RoleReply(ofp::RoleMsg {
-                            role,
-                            generation_id: r.generation_id,
-                        }),
-                    ),
-                );
-            }
-            Body::MultipartRequest {
-                body: MultipartRequestBody::Flow(_),
-                ..
-            } => {
-                self.t.flow_stats_request += 1;
-                self.flow_stats_reply(h, xid);
-                let host = &mut self.hosts[h as usize];
-                if host.state == HState::Handshake {
-                    // The controller asks for our flows right after it handled the Register:
-                    // from here on it knows this host.
-                    host.state = HState::Registered;
-                    let now = Instant::now();
-                    host.t_registered = Some(now);
-                    if let Some(t0) = host.t_connect {
-                        self.reg_ms.push(ms(now - t0));
-                    }
-                    self.registered += 1;
-                    self.last_registered = Some(now);
-                }
-            }
-            Body::MultipartRequest { .. } => {
-                self.t.multipart_other += 1;
-                let raw = m_raw(xid);
-                self.send(
-                    h,
-                    &Message::new(
-                        xid,
-                        Body::error_reply(ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART, &raw),
-                    ),
-                );
-            }
-            Body::FlowMod(fm) => self.flow_mod(h, &fm),
-            Body::PacketOut(_) => self.t.packet_out += 1,
-            Body::Error { typ, code, .. } => {
-                self.t.ofp_error_from_controller += 1;
-                let e = format!("OFPT_ERROR type {typ} code {code}");
-                if self.controller_errors.len() < 5 && !self.controller_errors.contains(&e) {
-                    self.controller_errors.push(e);
-                }
-            }
-            _ => self.t.other_from_controller += 1,
+        if let Some(host) = self.hosts.get_mut(h as usize) {
+            host.agent = agent;
         }
     }
 
     /// Register with TCCS, name every local port's network and declare its VM, as the real
     /// switch does right after its FEATURES_REPLY.
-    fn register(&mut self, h: u32, dpid: u64) {
-        self.send(h, &frames::register(dpid, frames::host_ip(h), frames::host_mac(h)));
+    fn registration(&mut self, h: u32) -> Vec<Body> {
+        let dpid = frames::dpid_of_mac(&frames::host_mac(h));
+        let mut out = vec![frames::register(dpid, frames::host_ip(h), frames::host_mac(h)).body];
         let vnet = self.vnet_of_host(h);
         let p = self.plan.macs_per_host;
         for port in 1..=p {
-            self.send(h, &frames::port_vnet(port, vnet));
+            out.push(frames::port_vnet(port, vnet).body);
             if self.plan.bind_ports {
                 self.t.port_binding += 1;
                 let mac = frames::vm_mac(h * p + port - 1);
-                self.send(h, &frames::port_binding(port, vnet, mac, true));
+                out.push(frames::port_binding(port, vnet, mac, true).body);
             }
         }
-        self.hosts[h as usize].registered_sent = true;
+        out
     }
 
-    fn flow_stats_reply(&mut self, h: u32, xid: u32) {
-        let mut stats = Vec::new();
-        if self.hosts[h as usize].flows > 0 {
-            stats = self
-                .flows
-                .iter()
-                .filter(|((fh, _), _)| *fh == h)
-                .map(|((_, key), port)| frames::flow_stats(*key, *port))
-                .collect();
-        }
-        // Chunks below the 16-bit length limit, all but the last flagged REPLY_MORE.
-        let mut chunks: Vec<Vec<ofp::FlowStats>> = stats.chunks(400).map(|c| c.to_vec()).collect();
-        if chunks.is_empty() {
-            chunks.push(Vec::new());
-        }
-        let n = chunks.len();
-        for (i, c) in chunks.into_iter().enumerate() {
-            let flags = if i + 1 < n { ofp::OFPMPF_REPLY_MORE } else { 0 };
-            self.send(
-                h,
-                &Message::new(
-                    xid,
-                    Body::MultipartReply {
-                        flags,
-                        body: MultipartReplyBody::Flow(c),
-                    },
-                ),
-            );
+    /// The controller asks for our flows right after it handled the Register: from here on
+    /// it knows this host.
+    fn flow_stats_requested(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        if host.state == HState::Handshake {
+            host.state = HState::Registered;
+            let now = Instant::now();
+            host.t_registered = Some(now);
+            if let Some(t0) = host.t_connect {
+                self.reg_ms.push(ms(now - t0));
+            }
+            self.registered += 1;
+            self.last_registered = Some(now);
         }
     }
 
-    fn tccs(&mut self, h: u32, body: &Body) {
-        match TccsMsg::from_body(body) {
-            Some(Ok(TccsMsg::TunnelAdd {
+    fn flow_stats(&self, h: u32) -> Vec<ofp::FlowStats> {
+        if self.hosts[h as usize].flows == 0 {
+            return Vec::new();
+        }
+        self.flows
+            .iter()
+            .filter(|((fh, _), _)| *fh == h)
+            .map(|((_, key), port)| frames::flow_stats(*key, *port))
+            .collect()
+    }
+
+    fn tccs(&mut self, h: u32, msg: TccsMsg) {
+        match msg {
+            TccsMsg::TunnelAdd {
                 remote_dpid,
                 key,
                 port_no,
                 ..
-            })) => {
+            } => {
                 self.t.tunnel_add += 1;
                 if let Some(r) = frames::host_of_dpid(remote_dpid) {
                     self.tunnels.insert((h, r, key), port_no);
                     self.tunnel_ports.insert((h, port_no), (r, key));
                 }
             }
-            Some(Ok(TccsMsg::TunnelDel { port_no, .. })) => {
+            TccsMsg::TunnelDel { port_no, .. } => {
                 self.t.tunnel_del += 1;
                 if let Some((r, key)) = self.tunnel_ports.remove(&(h, port_no)) {
                     self.tunnels.remove(&(h, r, key));
@@ -1247,9 +1165,101 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The header of a request we refuse, for the error's data field.
-fn m_raw(xid: u32) -> Vec<u8> {
-    let mut v = vec![ofp::OFP_VERSION, 18, 0, 8];
-    v.extend_from_slice(&xid.to_be_bytes());
-    v
+/// One simulated switch, as the protocol agent sees it.
+struct SimSwitch<'a> {
+    sim: &'a mut Sim,
+    h: u32,
+}
+
+impl SwitchOps for SimSwitch<'_> {
+    fn dpid(&self) -> u64 {
+        frames::dpid_of_mac(&frames::host_mac(self.h))
+    }
+
+    fn registration(&mut self) -> Vec<Body> {
+        self.sim.registration(self.h)
+    }
+
+    fn role(&mut self, role: u32, _generation_id: u64) -> Result<u32, OfpErr> {
+        self.sim.t.role_request += 1;
+        Ok(if role == ofp::OFPCR_ROLE_NOCHANGE {
+            ofp::OFPCR_ROLE_EQUAL
+        } else {
+            role
+        })
+    }
+
+    fn is_slave(&self) -> bool {
+        false
+    }
+
+    fn flow_mod(&mut self, fm: &ofp::FlowMod) -> Result<(), OfpErr> {
+        self.sim.flow_mod(self.h, fm);
+        Ok(())
+    }
+
+    fn group_mod(&mut self, _: &ofp::GroupMod) -> Result<(), OfpErr> {
+        Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TYPE))
+    }
+
+    fn meter_mod(&mut self, _: &ofp::MeterMod) -> Result<(), OfpErr> {
+        Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TYPE))
+    }
+
+    fn packet_out(&mut self, _: &ofp::PacketOut) -> Result<(), OfpErr> {
+        self.sim.t.packet_out += 1;
+        Ok(())
+    }
+
+    fn barrier(&mut self) {
+        self.sim.t.barrier += 1;
+    }
+
+    fn multipart(&mut self, req: MultipartRequestBody) -> Result<Answer, OfpErr> {
+        match req {
+            MultipartRequestBody::Flow(_) => {
+                self.sim.t.flow_stats_request += 1;
+                let stats = self.sim.flow_stats(self.h);
+                self.sim.flow_stats_requested(self.h);
+                Ok(Answer::Flows(stats))
+            }
+            _ => {
+                self.sim.t.multipart_other += 1;
+                Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART))
+            }
+        }
+    }
+
+    fn tccs(&mut self, msg: TccsMsg) -> Result<(), OfpErr> {
+        self.sim.tccs(self.h, msg);
+        Ok(())
+    }
+
+    /// The simulator's own accounting of what the controller sends.
+    fn seen(&mut self, m: &Message) {
+        let t = &mut self.sim.t;
+        match &m.body {
+            Body::EchoRequest(_) => t.echo_request += 1,
+            Body::SetConfig(_) | Body::SetAsync(_) => t.set_config += 1,
+            Body::Error { typ, code, .. } => {
+                t.ofp_error_from_controller += 1;
+                let e = format!("OFPT_ERROR type {typ} code {code}");
+                if self.sim.controller_errors.len() < 5 && !self.sim.controller_errors.contains(&e) {
+                    self.sim.controller_errors.push(e);
+                }
+            }
+            Body::Experimenter { .. } if TccsMsg::from_body(&m.body).is_none_or(|r| r.is_err()) => t.tccs_other += 1,
+            Body::Hello { .. }
+            | Body::EchoReply(_)
+            | Body::FeaturesRequest
+            | Body::GetConfigRequest
+            | Body::BarrierRequest
+            | Body::RoleRequest(_)
+            | Body::MultipartRequest { .. }
+            | Body::FlowMod(_)
+            | Body::PacketOut(_)
+            | Body::Experimenter { .. } => {}
+            _ => t.other_from_controller += 1,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! OpenFlow 1.3: sessions with controllers (active, reconnecting) and with tools such as
 //! ovs-ofctl (the passive `--ofp-listen` listener), and the PACKET_IN dispatcher.
 
+pub mod agent;
 pub mod packet_out;
 pub mod roles;
 pub mod session;

@@ -3,6 +3,7 @@
 //! sending side and also turns switch notifications into asynchronous messages, so nothing the
 //! switch does ever waits on a slow peer.
 
+use super::agent::{Agent, Answer, SwitchOps};
 use super::translate::{self, OfpErr};
 use super::Hub;
 use crate::switch::{Notify, PortInfo, Switch, TunnelSpec};
@@ -29,15 +30,17 @@ pub enum Peer {
 /// Idle time after which we probe the peer with ECHO_REQUEST, and give up after three.
 const ECHO_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_MISSED_ECHOES: u32 = 3;
-/// Bytes of flow entries per multipart reply message (the length field is 16 bits).
-const MULTIPART_CHUNK: usize = 60_000;
 
 pub struct Session {
+    agent: Agent,
+    live: Live,
+}
+
+/// The real switch, as the protocol agent sees it from one connection.
+struct Live {
     switch: Arc<Switch>,
     hub: Arc<Hub>,
-    peer: Peer,
     out: Sender<Message>,
-    registered: bool,
     link_id: Option<u64>,
     /// tls:IP:PORT or tcp:IP:PORT of the other end, for `cloudrack-ctl controllers`.
     remote: String,
@@ -63,20 +66,22 @@ pub fn run(switch: Arc<Switch>, hub: Arc<Hub>, stream: Channel, peer: Peer) -> s
         .name("ofp-writer".into())
         .spawn(move || write_loop(writer, out_rx, notify_rx))?;
     let mut s = Session {
-        switch,
-        hub,
-        peer,
-        out: out_tx,
-        registered: false,
-        link_id: None,
-        remote,
+        agent: Agent::new(peer == Peer::Controller),
+        live: Live {
+            switch,
+            hub,
+            out: out_tx,
+            link_id: None,
+            remote,
+        },
     };
-    s.send(Body::hello(&[ofp::OFP_VERSION]));
+    s.live.send(Message::new(0, Body::hello(&[ofp::OFP_VERSION])));
     let result = s.read_loop(stream);
-    if let Some(id) = s.link_id {
-        s.hub.remove(id);
+    let l = &s.live;
+    if let Some(id) = l.link_id {
+        l.hub.remove(id);
     }
-    s.switch.dp.shared.controller_up.store(s.hub.has_controller(), Relaxed);
+    l.switch.dp.shared.controller_up.store(l.hub.has_controller(), Relaxed);
     drop(s);
     let _ = writer_thread.join();
     result
@@ -205,20 +210,6 @@ fn notification(n: &Notify) -> Vec<Message> {
 }
 
 impl Session {
-    fn send(&self, body: Body) {
-        self.reply(0, body);
-    }
-
-    fn reply(&self, xid: u32, body: Body) {
-        if self.out.try_send(Message::new(xid, body)).is_err() {
-            warn!("OpenFlow peer is not reading; message dropped");
-        }
-    }
-
-    fn error(&self, xid: u32, raw: &[u8], (typ, code): OfpErr) {
-        self.reply(xid, Body::error_reply(typ, code, raw));
-    }
-
     fn read_loop(&mut self, stream: Channel) -> std::io::Result<()> {
         let mut reader = MsgReader::new(stream);
         let mut missed = 0;
@@ -227,22 +218,34 @@ impl Session {
                 Ok(Incoming::Message(m)) => {
                     missed = 0;
                     let raw = m.encode();
-                    self.handle(m, &raw);
+                    for reply in self.agent.on_message(m, &raw, &mut self.live) {
+                        self.live.send(reply);
+                    }
+                    if self.agent.take_just_registered() {
+                        self.live.link_up();
+                    }
                     if !reader.has_buffered_message() {
-                        self.switch.publish_pending();
+                        self.live.switch.publish_pending();
                     }
                 }
                 Ok(Incoming::Malformed { raw, error }) => {
                     missed = 0;
                     warn!(%error, "malformed OpenFlow message");
-                    self.switch.dp.shared.counters.ofp_rx_malformed.fetch_add(1, Relaxed);
+                    self.live
+                        .switch
+                        .dp
+                        .shared
+                        .counters
+                        .ofp_rx_malformed
+                        .fetch_add(1, Relaxed);
                     let xid = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
                     let code = if raw[0] != ofp::OFP_VERSION {
                         ofp::OFPBRC_BAD_VERSION
                     } else {
                         ofp::OFPBRC_BAD_LEN
                     };
-                    self.error(xid, &raw, (ofp::OFPET_BAD_REQUEST, code));
+                    self.live
+                        .send(Message::new(xid, Body::error_reply(ofp::OFPET_BAD_REQUEST, code, &raw)));
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     missed += 1;
@@ -252,165 +255,69 @@ impl Session {
                             "peer stopped answering echo requests",
                         ));
                     }
-                    self.send(Body::EchoRequest(Vec::new()));
+                    self.live.send(Message::new(0, Body::EchoRequest(Vec::new())));
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     if e.kind() == ErrorKind::InvalidData {
-                        self.switch.dp.shared.counters.ofp_rx_malformed.fetch_add(1, Relaxed);
+                        self.live
+                            .switch
+                            .dp
+                            .shared
+                            .counters
+                            .ofp_rx_malformed
+                            .fetch_add(1, Relaxed);
                     }
                     return Err(e);
                 }
             }
         }
     }
+}
 
-    fn handle(&mut self, m: Message, raw: &[u8]) {
-        let xid = m.xid;
-        match m.body {
-            Body::Hello { version, elements } => {
-                if ofp::negotiate_version(version, &elements, &[ofp::OFP_VERSION]).is_none() {
-                    warn!(version, "peer does not speak OpenFlow 1.3");
-                    self.error(xid, raw, (ofp::OFPET_HELLO_FAILED, ofp::OFPHFC_INCOMPATIBLE));
-                }
-            }
-            Body::EchoRequest(data) => self.reply(xid, Body::EchoReply(data)),
-            Body::EchoReply(_) | Body::BarrierReply => {}
-            Body::Error { typ, code, data } => {
-                warn!(typ, code, len = data.len(), "OpenFlow error from peer");
-            }
-            Body::FeaturesRequest => {
-                self.reply(
-                    xid,
-                    Body::FeaturesReply {
-                        datapath_id: self.switch.cfg.dpid,
-                        n_buffers: 0,
-                        n_tables: crate::pipeline::actions::N_TABLES,
-                        auxiliary_id: 0,
-                        capabilities: ofp::OFPC_FLOW_STATS
-                            | ofp::OFPC_TABLE_STATS
-                            | ofp::OFPC_PORT_STATS
-                            | ofp::OFPC_GROUP_STATS,
-                        reserved: 0,
-                    },
-                );
-                if self.peer == Peer::Controller && !self.registered {
-                    self.register();
-                }
-            }
-            Body::GetConfigRequest => self.reply(
-                xid,
-                Body::GetConfigReply(ofp::SwitchConfig {
-                    flags: 0,
-                    miss_send_len: ofp::OFPCML_NO_BUFFER,
-                }),
-            ),
-            Body::SetConfig(_) | Body::SetAsync(_) => {}
-            Body::BarrierRequest => {
-                // Everything before the barrier takes effect before its reply.
-                self.switch.publish_pending();
-                self.reply(xid, Body::BarrierReply)
-            }
-            Body::RoleRequest(r) => {
-                // Roles are among registered controllers; anyone else (ovs-ofctl) stays EQUAL.
-                let role = match self.link_id {
-                    Some(id) => self.hub.request_role(id, r.role, r.generation_id),
-                    None if r.role == ofp::OFPCR_ROLE_NOCHANGE => Ok(ofp::OFPCR_ROLE_EQUAL),
-                    None => Ok(r.role),
-                };
-                match role {
-                    Ok(role) => {
-                        info!(role, generation_id = r.generation_id, "controller role");
-                        self.reply(
-                            xid,
-                            Body::RoleReply(ofp::RoleMsg {
-                                role,
-                                generation_id: r.generation_id,
-                            }),
-                        );
-                    }
-                    Err(e) => {
-                        warn!(
-                            role = r.role,
-                            generation_id = r.generation_id,
-                            "role request refused (stale or bad)"
-                        );
-                        self.error(xid, raw, e);
-                    }
-                }
-            }
-            // A slave controller may look, not touch.
-            Body::FlowMod(_)
-            | Body::GroupMod(_)
-            | Body::MeterMod(_)
-            | Body::PacketOut(_)
-            | Body::Experimenter { .. }
-                if self.is_slave() =>
-            {
-                debug!(
-                    msg_type = m.body.msg_type(),
-                    "modification from a slave controller refused"
-                );
-                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_IS_SLAVE));
-            }
-            Body::FlowMod(fm) => {
-                if let Err(e) = self.switch.flow_mod(&fm) {
-                    debug!(?e, "flow mod refused");
-                    self.error(xid, raw, e);
-                }
-            }
-            Body::GroupMod(gm) => {
-                if let Err(e) = self.switch.group_mod(&gm) {
-                    debug!(?e, "group mod refused");
-                    self.error(xid, raw, e);
-                }
-            }
-            Body::MeterMod(mm) => {
-                if let Err(e) = self.switch.meter_mod(&mm) {
-                    debug!(?e, "meter mod refused");
-                    self.error(xid, raw, e);
-                }
-            }
-            Body::PacketOut(po) => self.packet_out(xid, raw, &po),
-            Body::MultipartRequest { body, .. } => self.multipart(xid, raw, body),
-            Body::Experimenter { .. } => self.experimenter(xid, raw, &m.body),
-            other => {
-                debug!(msg_type = other.msg_type(), "unsupported OpenFlow message");
-                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_TYPE));
-            }
+impl Live {
+    fn send(&self, m: Message) {
+        if self.out.try_send(m).is_err() {
+            warn!("OpenFlow peer is not reading; message dropped");
         }
     }
 
-    fn is_slave(&self) -> bool {
-        self.link_id.is_some_and(|id| self.hub.is_slave(id))
+    /// The registration is on its way: from now on PACKET_INs and notifications may follow.
+    fn link_up(&mut self) {
+        let sw = &self.switch;
+        self.link_id = Some(self.hub.add(self.out.clone(), &self.remote));
+        sw.dp.shared.controller_up.store(true, Relaxed);
+        info!(dpid = format!("{:016x}", sw.cfg.dpid), "registered with controller");
+    }
+}
+
+impl SwitchOps for Live {
+    fn dpid(&self) -> u64 {
+        self.switch.cfg.dpid
     }
 
-    /// Tell the controller who we are and what we have (TCCS), so a restarted controller
-    /// rebuilds its registries from the switches.
-    fn register(&mut self) {
+    /// Who we are and what we have (TCCS), so a restarted controller rebuilds its registries
+    /// from the switches.
+    fn registration(&mut self) -> Vec<Body> {
         let sw = &self.switch;
-        self.send(
-            TccsMsg::Register {
-                dpid: sw.cfg.dpid,
-                underlay_ip: sw.cfg.underlay_ip,
-                underlay_mac: sw.cfg.underlay_mac,
-            }
-            .to_body(),
-        );
+        let mut out = vec![TccsMsg::Register {
+            dpid: sw.cfg.dpid,
+            underlay_ip: sw.cfg.underlay_ip,
+            underlay_mac: sw.cfg.underlay_mac,
+        }
+        .to_body()];
         for p in sw.ports() {
-            self.send(
+            out.push(
                 TccsMsg::PortVnet {
                     port_no: p.port_no,
                     vnet: p.vnet,
                 }
                 .to_body(),
             );
-            for b in port_bindings(&p) {
-                self.send(b);
-            }
+            out.extend(port_bindings(&p));
         }
         for t in sw.tunnels() {
-            self.send(
+            out.push(
                 TccsMsg::TunnelReport {
                     remote_dpid: t.remote_dpid_raw,
                     remote_ip: t.remote_ip,
@@ -422,249 +329,49 @@ impl Session {
                 .to_body(),
             );
         }
-        self.registered = true;
-        self.link_id = Some(self.hub.add(self.out.clone(), &self.remote));
-        sw.dp.shared.controller_up.store(true, Relaxed);
-        info!(dpid = format!("{:016x}", sw.cfg.dpid), "registered with controller");
+        out
     }
 
-    fn packet_out(&self, xid: u32, raw: &[u8], po: &ofp::PacketOut) {
+    fn role(&mut self, role: u32, generation_id: u64) -> Result<u32, OfpErr> {
+        // Roles are among registered controllers; anyone else (ovs-ofctl) stays EQUAL.
+        let r = match self.link_id {
+            Some(id) => self.hub.request_role(id, role, generation_id),
+            None if role == ofp::OFPCR_ROLE_NOCHANGE => Ok(ofp::OFPCR_ROLE_EQUAL),
+            None => Ok(role),
+        };
+        if let Ok(role) = r {
+            info!(role, generation_id, "controller role");
+        }
+        r
+    }
+
+    fn is_slave(&self) -> bool {
+        self.link_id.is_some_and(|id| self.hub.is_slave(id))
+    }
+
+    fn flow_mod(&mut self, fm: &ofp::FlowMod) -> Result<(), OfpErr> {
+        self.switch.flow_mod(fm)
+    }
+
+    fn group_mod(&mut self, gm: &ofp::GroupMod) -> Result<(), OfpErr> {
+        self.switch.group_mod(gm)
+    }
+
+    fn meter_mod(&mut self, mm: &ofp::MeterMod) -> Result<(), OfpErr> {
+        self.switch.meter_mod(mm)
+    }
+
+    fn packet_out(&mut self, po: &ofp::PacketOut) -> Result<(), OfpErr> {
         // The packet meets the flows the controller sent before it.
         self.switch.publish_pending();
-        if po.buffer_id != ofp::OFP_NO_BUFFER {
-            return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BUFFER_UNKNOWN));
-        }
-        if let Err(e) = self.switch.packet_out(po) {
-            self.error(xid, raw, e);
-        }
+        self.switch.packet_out(po)
     }
 
-    fn multipart(&self, xid: u32, raw: &[u8], body: MultipartRequestBody) {
-        let sw = &self.switch;
-        let reply = |body| self.reply(xid, Body::MultipartReply { flags: 0, body });
-        match body {
-            MultipartRequestBody::Desc => reply(MultipartReplyBody::Desc(Box::new(ofp::DescStats::new(
-                "Cloud Rack",
-                "userspace switch",
-                env!("CARGO_PKG_VERSION"),
-                "None",
-                &format!("cloudrack-switch dpid {:016x}", sw.cfg.dpid),
-            )))),
-            MultipartRequestBody::PortDesc => {
-                let mut descs: Vec<ofp::PortDesc> = sw.ports().iter().map(translate::port_desc).collect();
-                descs.extend(sw.tunnels().iter().map(translate::tunnel_desc));
-                reply(MultipartReplyBody::PortDesc(descs));
-            }
-            MultipartRequestBody::PortStats { port_no } => reply(MultipartReplyBody::PortStats(translate::port_stats(
-                &sw.ports(),
-                &sw.tunnels(),
-                port_no,
-            ))),
-            MultipartRequestBody::Table => {
-                let p = sw.pipeline();
-                let counts = sw.dp.table_stats();
-                let stats = p
-                    .tables
-                    .iter()
-                    .zip(counts)
-                    .enumerate()
-                    .map(|(id, (t, (lookup_count, matched_count)))| ofp::TableStats {
-                        table_id: id as u8,
-                        active_count: t.flows.len() as u32,
-                        lookup_count,
-                        matched_count,
-                    })
-                    .collect();
-                reply(MultipartReplyBody::Table(stats))
-            }
-            MultipartRequestBody::Flow(req) => match translate::stats_filter(&req) {
-                Ok(filter) => {
-                    let stats: Vec<ofp::FlowStats> =
-                        sw.flows(&filter).iter().map(|e| translate::flow_stats(e)).collect();
-                    self.flow_stats_reply(xid, stats);
-                }
-                Err(e) => self.error(xid, raw, e),
-            },
-            MultipartRequestBody::Aggregate(req) => match translate::stats_filter(&req) {
-                Ok(filter) => {
-                    let flows = sw.flows(&filter);
-                    reply(MultipartReplyBody::Aggregate {
-                        packet_count: flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum(),
-                        byte_count: flows.iter().map(|f| f.counters.bytes.load(Relaxed)).sum(),
-                        flow_count: flows.len() as u32,
-                    })
-                }
-                Err(e) => self.error(xid, raw, e),
-            },
-            MultipartRequestBody::Unknown { typ, data } => self.multipart_raw(xid, raw, typ, &data),
-        }
+    fn barrier(&mut self) {
+        self.switch.publish_pending();
     }
 
-    /// The multipart requests whose bodies the message enum keeps raw: table features,
-    /// groups, meters.
-    fn multipart_raw(&self, xid: u32, raw: &[u8], typ: u16, data: &[u8]) {
-        let sw = &self.switch;
-        let p = sw.pipeline();
-        let entries: Vec<Vec<u8>> = match typ {
-            ofp::OFPMP_TABLE_FEATURES => {
-                if !data.is_empty() {
-                    // Setting table features would reconfigure the pipeline's layout.
-                    return self.error(xid, raw, (ofp::OFPET_TABLE_FEATURES_FAILED, ofp::OFPTFFC_EPERM));
-                }
-                (0..crate::pipeline::actions::N_TABLES)
-                    .map(|t| super::table_features::table_features(t, sw.cfg.max_flows as u32))
-                    .collect()
-            }
-            ofp::OFPMP_GROUP_DESC => {
-                let mut groups: Vec<_> = p.groups.values().cloned().collect();
-                groups.sort_by_key(|g| g.id);
-                groups
-                    .iter()
-                    .map(|g| ofp::GroupDesc::encode_list(&[translate::group_desc(g)]))
-                    .collect()
-            }
-            ofp::OFPMP_GROUP | ofp::OFPMP_METER | ofp::OFPMP_METER_CONFIG => {
-                let Ok(id) = ofp::group_stats_request(data) else {
-                    return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN));
-                };
-                let all = p.flows(&Default::default());
-                if typ == ofp::OFPMP_GROUP {
-                    let mut groups: Vec<_> = p
-                        .groups
-                        .values()
-                        .filter(|g| id == ofp::OFPG_ALL || g.id == id)
-                        .cloned()
-                        .collect();
-                    groups.sort_by_key(|g| g.id);
-                    groups
-                        .iter()
-                        .map(|g| {
-                            let refs = all.iter().filter(|e| e.uses_group(g.id)).count() as u32;
-                            ofp::GroupStats::encode_list(&[translate::group_stats(g, refs)])
-                        })
-                        .collect()
-                } else {
-                    let mut meters: Vec<_> = p
-                        .meters
-                        .values()
-                        .filter(|m| id == ofp::OFPM_ALL || m.id == id)
-                        .cloned()
-                        .collect();
-                    meters.sort_by_key(|m| m.id);
-                    meters
-                        .iter()
-                        .map(|m| {
-                            if typ == ofp::OFPMP_METER {
-                                let refs = all.iter().filter(|e| e.uses_meter(m.id)).count() as u32;
-                                ofp::MeterStats::encode_list(&[translate::meter_stats(m, refs)])
-                            } else {
-                                ofp::MeterConfig::encode_list(&[translate::meter_config(m)])
-                            }
-                        })
-                        .collect()
-                }
-            }
-            ofp::OFPMP_GROUP_FEATURES => {
-                use crate::pipeline::group::MAX_GROUPS;
-                let acts = (1u32 << ofp::OFPAT_OUTPUT)
-                    | (1 << ofp::OFPAT_GROUP)
-                    | (1 << ofp::OFPAT_SET_FIELD)
-                    | (1 << ofp::OFPAT_PUSH_VLAN)
-                    | (1 << ofp::OFPAT_POP_VLAN)
-                    | (1 << ofp::OFPAT_DEC_NW_TTL)
-                    | (1 << ofp::OFPAT_SET_NW_TTL);
-                vec![ofp::GroupFeatures {
-                    types: 0b1111,
-                    capabilities: ofp::OFPGFC_SELECT_WEIGHT | ofp::OFPGFC_SELECT_LIVENESS | ofp::OFPGFC_CHAINING,
-                    max_groups: [MAX_GROUPS as u32; 4],
-                    actions: [acts; 4],
-                }
-                .to_bytes()]
-            }
-            ofp::OFPMP_METER_FEATURES => vec![ofp::MeterFeatures {
-                max_meter: crate::pipeline::meter::MAX_METERS as u32,
-                band_types: (1 << ofp::OFPMBT_DROP) | (1 << ofp::OFPMBT_DSCP_REMARK),
-                capabilities: u32::from(ofp::OFPMF_KBPS | ofp::OFPMF_PKTPS | ofp::OFPMF_BURST | ofp::OFPMF_STATS),
-                max_bands: crate::pipeline::meter::MAX_BANDS as u8,
-                max_color: 0,
-            }
-            .to_bytes()],
-            _ => {
-                debug!(typ, "unsupported multipart request");
-                return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
-            }
-        };
-        self.raw_reply_chunks(xid, typ, entries);
-    }
-
-    /// Raw multipart entries in as many replies as needed, all but the last REPLY_MORE.
-    fn raw_reply_chunks(&self, xid: u32, typ: u16, entries: Vec<Vec<u8>>) {
-        let mut data = Vec::new();
-        let mut iter = entries.into_iter().peekable();
-        while let Some(e) = iter.next() {
-            data.extend_from_slice(&e);
-            if data.len() >= MULTIPART_CHUNK && iter.peek().is_some() {
-                self.reply(
-                    xid,
-                    Body::MultipartReply {
-                        flags: ofp::OFPMPF_REPLY_MORE,
-                        body: MultipartReplyBody::Unknown {
-                            typ,
-                            data: std::mem::take(&mut data),
-                        },
-                    },
-                );
-            }
-        }
-        self.reply(
-            xid,
-            Body::MultipartReply {
-                flags: 0,
-                body: MultipartReplyBody::Unknown { typ, data },
-            },
-        );
-    }
-
-    /// Flow stats in as many replies as needed, all but the last flagged REPLY_MORE.
-    fn flow_stats_reply(&self, xid: u32, stats: Vec<ofp::FlowStats>) {
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        let mut iter = stats.into_iter().peekable();
-        while let Some(s) = iter.next() {
-            // Entry header, match and instructions, as encoded.
-            size += 56
-                + s.match_.fields.iter().map(|o| o.to_bytes().len()).sum::<usize>()
-                + ofp::Instruction::encode_list(&s.instructions).len();
-            chunk.push(s);
-            if size >= MULTIPART_CHUNK && iter.peek().is_some() {
-                self.reply(
-                    xid,
-                    Body::MultipartReply {
-                        flags: ofp::OFPMPF_REPLY_MORE,
-                        body: MultipartReplyBody::Flow(std::mem::take(&mut chunk)),
-                    },
-                );
-                size = 0;
-            }
-        }
-        self.reply(
-            xid,
-            Body::MultipartReply {
-                flags: 0,
-                body: MultipartReplyBody::Flow(chunk),
-            },
-        );
-    }
-
-    fn experimenter(&self, xid: u32, raw: &[u8], body: &Body) {
-        let msg = match TccsMsg::from_body(body) {
-            None => return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXPERIMENTER)),
-            Some(Err(e)) => {
-                warn!(error = %e, "bad TCCS message");
-                return self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXP_TYPE));
-            }
-            Some(Ok(m)) => m,
-        };
+    fn tccs(&mut self, msg: TccsMsg) -> Result<(), OfpErr> {
         let sw = &self.switch;
         match msg {
             TccsMsg::TunnelAdd {
@@ -682,10 +389,10 @@ impl Session {
                     is_static: false,
                     idle_timeout_s,
                 };
-                if let Err(e) = sw.add_tunnel(spec) {
+                sw.add_tunnel(spec).map(|_| ()).map_err(|e| {
                     warn!(error = %e, "tunnel add refused");
-                    self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_EPERM));
-                }
+                    (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_EPERM)
+                })
             }
             TccsMsg::TunnelDel {
                 remote_ip,
@@ -703,13 +410,164 @@ impl Session {
                     }
                     None => debug!(%remote_ip, key, port_no, "tunnel to delete is already gone"),
                 }
+                Ok(())
             }
             other => {
                 debug!(?other, "TCCS message not meant for a switch");
-                self.error(xid, raw, (ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXP_TYPE));
+                Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_EXP_TYPE))
             }
         }
     }
+
+    fn multipart(&mut self, body: MultipartRequestBody) -> Result<Answer, OfpErr> {
+        let sw = &self.switch;
+        Ok(match body {
+            MultipartRequestBody::Desc => Answer::One(MultipartReplyBody::Desc(Box::new(ofp::DescStats::new(
+                "Cloud Rack",
+                "userspace switch",
+                env!("CARGO_PKG_VERSION"),
+                "None",
+                &format!("cloudrack-switch dpid {:016x}", sw.cfg.dpid),
+            )))),
+            MultipartRequestBody::PortDesc => {
+                let mut descs: Vec<ofp::PortDesc> = sw.ports().iter().map(translate::port_desc).collect();
+                descs.extend(sw.tunnels().iter().map(translate::tunnel_desc));
+                Answer::One(MultipartReplyBody::PortDesc(descs))
+            }
+            MultipartRequestBody::PortStats { port_no } => Answer::One(MultipartReplyBody::PortStats(
+                translate::port_stats(&sw.ports(), &sw.tunnels(), port_no),
+            )),
+            MultipartRequestBody::Table => {
+                let p = sw.pipeline();
+                let counts = sw.dp.table_stats();
+                let stats = p
+                    .tables
+                    .iter()
+                    .zip(counts)
+                    .enumerate()
+                    .map(|(id, (t, (lookup_count, matched_count)))| ofp::TableStats {
+                        table_id: id as u8,
+                        active_count: t.flows.len() as u32,
+                        lookup_count,
+                        matched_count,
+                    })
+                    .collect();
+                Answer::One(MultipartReplyBody::Table(stats))
+            }
+            MultipartRequestBody::Flow(req) => {
+                let filter = translate::stats_filter(&req)?;
+                Answer::Flows(sw.flows(&filter).iter().map(|e| translate::flow_stats(e)).collect())
+            }
+            MultipartRequestBody::Aggregate(req) => {
+                let flows = sw.flows(&translate::stats_filter(&req)?);
+                Answer::One(MultipartReplyBody::Aggregate {
+                    packet_count: flows.iter().map(|f| f.counters.packets.load(Relaxed)).sum(),
+                    byte_count: flows.iter().map(|f| f.counters.bytes.load(Relaxed)).sum(),
+                    flow_count: flows.len() as u32,
+                })
+            }
+            MultipartRequestBody::Unknown { typ, data } => Answer::Raw {
+                typ,
+                entries: raw_entries(sw, typ, &data)?,
+            },
+        })
+    }
+}
+
+/// The entries of the multipart replies whose bodies the message enum keeps raw: table
+/// features, groups, meters.
+fn raw_entries(sw: &Switch, typ: u16, data: &[u8]) -> Result<Vec<Vec<u8>>, OfpErr> {
+    let p = sw.pipeline();
+    let entries: Vec<Vec<u8>> = match typ {
+        ofp::OFPMP_TABLE_FEATURES => {
+            if !data.is_empty() {
+                // Setting table features would reconfigure the pipeline's layout.
+                return Err((ofp::OFPET_TABLE_FEATURES_FAILED, ofp::OFPTFFC_EPERM));
+            }
+            (0..crate::pipeline::actions::N_TABLES)
+                .map(|t| super::table_features::table_features(t, sw.cfg.max_flows as u32))
+                .collect()
+        }
+        ofp::OFPMP_GROUP_DESC => {
+            let mut groups: Vec<_> = p.groups.values().cloned().collect();
+            groups.sort_by_key(|g| g.id);
+            groups
+                .iter()
+                .map(|g| ofp::GroupDesc::encode_list(&[translate::group_desc(g)]))
+                .collect()
+        }
+        ofp::OFPMP_GROUP | ofp::OFPMP_METER | ofp::OFPMP_METER_CONFIG => {
+            let Ok(id) = ofp::group_stats_request(data) else {
+                return Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_LEN));
+            };
+            let all = p.flows(&Default::default());
+            if typ == ofp::OFPMP_GROUP {
+                let mut groups: Vec<_> = p
+                    .groups
+                    .values()
+                    .filter(|g| id == ofp::OFPG_ALL || g.id == id)
+                    .cloned()
+                    .collect();
+                groups.sort_by_key(|g| g.id);
+                groups
+                    .iter()
+                    .map(|g| {
+                        let refs = all.iter().filter(|e| e.uses_group(g.id)).count() as u32;
+                        ofp::GroupStats::encode_list(&[translate::group_stats(g, refs)])
+                    })
+                    .collect()
+            } else {
+                let mut meters: Vec<_> = p
+                    .meters
+                    .values()
+                    .filter(|m| id == ofp::OFPM_ALL || m.id == id)
+                    .cloned()
+                    .collect();
+                meters.sort_by_key(|m| m.id);
+                meters
+                    .iter()
+                    .map(|m| {
+                        if typ == ofp::OFPMP_METER {
+                            let refs = all.iter().filter(|e| e.uses_meter(m.id)).count() as u32;
+                            ofp::MeterStats::encode_list(&[translate::meter_stats(m, refs)])
+                        } else {
+                            ofp::MeterConfig::encode_list(&[translate::meter_config(m)])
+                        }
+                    })
+                    .collect()
+            }
+        }
+        ofp::OFPMP_GROUP_FEATURES => {
+            use crate::pipeline::group::MAX_GROUPS;
+            let acts = (1u32 << ofp::OFPAT_OUTPUT)
+                | (1 << ofp::OFPAT_GROUP)
+                | (1 << ofp::OFPAT_SET_FIELD)
+                | (1 << ofp::OFPAT_PUSH_VLAN)
+                | (1 << ofp::OFPAT_POP_VLAN)
+                | (1 << ofp::OFPAT_DEC_NW_TTL)
+                | (1 << ofp::OFPAT_SET_NW_TTL);
+            vec![ofp::GroupFeatures {
+                types: 0b1111,
+                capabilities: ofp::OFPGFC_SELECT_WEIGHT | ofp::OFPGFC_SELECT_LIVENESS | ofp::OFPGFC_CHAINING,
+                max_groups: [MAX_GROUPS as u32; 4],
+                actions: [acts; 4],
+            }
+            .to_bytes()]
+        }
+        ofp::OFPMP_METER_FEATURES => vec![ofp::MeterFeatures {
+            max_meter: crate::pipeline::meter::MAX_METERS as u32,
+            band_types: (1 << ofp::OFPMBT_DROP) | (1 << ofp::OFPMBT_DSCP_REMARK),
+            capabilities: u32::from(ofp::OFPMF_KBPS | ofp::OFPMF_PKTPS | ofp::OFPMF_BURST | ofp::OFPMF_STATS),
+            max_bands: crate::pipeline::meter::MAX_BANDS as u8,
+            max_color: 0,
+        }
+        .to_bytes()],
+        _ => {
+            debug!(typ, "unsupported multipart request");
+            return Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_MULTIPART));
+        }
+    };
+    Ok(entries)
 }
 
 /// How long a connection attempt may take before we back off and retry.
