@@ -7,7 +7,7 @@
 
 use super::{keys, Etcd};
 use crate::app::Event;
-use crate::store::{Change, HostRecord, Snapshot, Store, StoreError};
+use crate::store::{Change, HostRecord, LocationRecord, Snapshot, Store, StoreError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -148,9 +148,14 @@ impl Store for EtcdStore {
                 Some(keys::Key::Tunnel { a, b, key }) => {
                     keys::parse_tunnel(a, b, key, kv.value()).map(|t| snap.tunnels.push(t))
                 }
-                Some(keys::Key::Location { vnet, mac }) => {
-                    keys::parse_location(kv.value()).map(|at| snap.locations.push((vnet, mac, at)))
-                }
+                Some(keys::Key::Location { vnet, mac }) => keys::parse_location(kv.value()).map(|(at, port_gone)| {
+                    snap.locations.push(LocationRecord {
+                        vnet,
+                        mac,
+                        at,
+                        port_gone,
+                    })
+                }),
                 None if key.starts_with(&keys::election(&etcd.prefix)) => Some(()),
                 None => None,
             };
@@ -301,7 +306,17 @@ impl Writer {
                 Change::TunnelGone(t) => push(keys::tunnel(p, t), Op::Delete),
                 Change::Location { vnet, mac, at } => {
                     let lease = self.lease_of(at.dpid).unwrap_or(0);
-                    push(keys::location(p, *vnet, mac), Op::Put(keys::location_value(at), lease));
+                    push(
+                        keys::location(p, *vnet, mac),
+                        Op::Put(keys::location_value(at, false), lease),
+                    );
+                }
+                Change::LocationReleased { vnet, mac, at } => {
+                    let lease = self.lease_of(at.dpid).unwrap_or(0);
+                    push(
+                        keys::location(p, *vnet, mac),
+                        Op::Put(keys::location_value(at, true), lease),
+                    );
                 }
             }
         }
