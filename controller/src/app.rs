@@ -7,12 +7,12 @@ use crate::conn_tx::{ConnTx, SendError};
 use crate::members::Members;
 use crate::reconcile::{Finished, Occasion, Reconciler};
 use crate::store::{Change, MemoryStore, Snapshot, Store};
-use crate::tccs::{Ensure, Tccs, TunnelPair, FIRST_TUNNEL_PORT};
+use crate::tccs::{Ensure, Tccs, TunnelPair, FIRST_TUNNEL_PORT, LAST_TUNNEL_PORT};
 use cloudrack_wire::ofp::{
     self, Action, Body, Instruction, Match, Message, MultipartReplyBody, MultipartRequestBody, Oxm,
 };
 use cloudrack_wire::tccs::TccsMsg;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -104,6 +104,13 @@ pub struct AppCounters {
     pub reconcile_conflicts: u64,
     /// Switches that did not answer a reconciliation in time.
     pub reconcile_unanswered: u64,
+    /// Tunnels the registry knew and a switch no longer had: forgotten.
+    pub tunnels_forgotten: u64,
+    /// Tunnels a switch had that the registry did not know (made by a master that died before
+    /// recording them): deleted, so no new tunnel is mistaken for them.
+    pub unknown_tunnels_deleted: u64,
+    /// Frames held back while a new master reconciled, beyond what it holds: dropped.
+    pub held_dropped: u64,
 }
 
 struct Conn {
@@ -147,7 +154,13 @@ pub struct App {
     stop: Option<String>,
     /// Questions to switches about their ports and flows, until all are answered.
     reconciler: Reconciler,
+    /// Traffic that arrived while a takeover's reconciliation ran, handled after it.
+    held: VecDeque<(ConnId, Message)>,
 }
+
+/// At most this many messages are held while a takeover reconciles (a switch sends a table
+/// miss again with the next frame).
+const HELD_MAX: usize = 4096;
 
 /// Up to this many hosts the periodic state report lists each one.
 const STATUS_HOST_LIST: usize = 32;
@@ -168,6 +181,16 @@ fn unix_ms() -> u64 {
 
 fn is_multicast(m: &Mac) -> bool {
     m[0] & 1 != 0
+}
+
+/// Messages a new master holds until it has reconciled: traffic (table misses) and migration
+/// notices, which it would act on with a registry it has not checked yet.
+fn acts_on_traffic(body: &Body) -> bool {
+    match body {
+        Body::PacketIn(_) => true,
+        Body::Experimenter { .. } => matches!(TccsMsg::from_body(body), Some(Ok(TccsMsg::MigrationNotify { .. }))),
+        _ => false,
+    }
 }
 
 /// A forwarding entry's (vnet, eth_dst, output port), from a switch's flow stats.
@@ -203,6 +226,8 @@ struct ReconcileTally {
     flows_deleted: u64,
     flows_repointed: u64,
     conflicts: u64,
+    tunnels_forgotten: u64,
+    unknown_tunnels_deleted: u64,
 }
 
 impl App {
@@ -231,6 +256,7 @@ impl App {
             master_since: None,
             stop: None,
             reconciler: Reconciler::default(),
+            held: VecDeque::new(),
             cfg,
         }
     }
@@ -374,7 +400,15 @@ impl App {
             }
         }
         if !asked.is_empty() {
-            self.reconciler.start(why, asked);
+            // Only the asked switches' tunnels: a registration must not copy every tunnel.
+            let ends: HashSet<u64> = asked.iter().map(|a| a.0).collect();
+            let tunnels = self
+                .tccs
+                .tunnels()
+                .filter(|t| ends.contains(&t.a) || ends.contains(&t.b))
+                .copied()
+                .collect();
+            self.reconciler.start(why, asked, tunnels);
         }
     }
 
@@ -456,6 +490,17 @@ impl App {
     }
 
     fn message(&mut self, conn: ConnId, msg: Message) {
+        // A new master acts on traffic once it knows what the switches have: before that, it
+        // would refuse a VM that moved while nobody was master, or make a tunnel that clashes
+        // with one its predecessor made and did not record.
+        if self.reconciler.takeover_pending() && acts_on_traffic(&msg.body) {
+            if self.held.len() < HELD_MAX {
+                self.held.push_back((conn, msg));
+            } else {
+                self.counters.held_dropped += 1;
+            }
+            return;
+        }
         let dpid = self.conns.get(&conn).and_then(|c| c.dpid);
         match msg.body {
             Body::FeaturesReply { datapath_id, .. } => {
@@ -720,12 +765,18 @@ impl App {
         for round in self.reconciler.finished(Instant::now()) {
             self.reconcile(round);
         }
+        if !self.reconciler.takeover_pending() {
+            while let Some((conn, msg)) = self.held.pop_front() {
+                self.message(conn, msg);
+            }
+        }
     }
 
     /// Make the registry and the switches agree, from what they answered (their ports and
     /// flows). Each step sees what the ones before changed.
     fn reconcile(&mut self, round: Finished) {
         let mut n = ReconcileTally::default();
+        self.reconcile_tunnels(&round, &mut n);
         let entries = self.read_flows(&round, &mut n);
         let released = self.release_gone_ports(&round, &mut n);
         self.place_from_local_flows(&entries, &mut n);
@@ -734,6 +785,7 @@ impl App {
             lost.extend(entries.iter().map(|e| (e.vnet, e.mac)));
         }
         self.unhook_lost_macs(lost, &mut n);
+        self.drop_dead_ends(&round, &entries, &mut n);
         self.repoint_stale_flows(&entries, &mut n);
 
         let c = &mut self.counters;
@@ -744,6 +796,8 @@ impl App {
         c.macs_adopted += n.macs_adopted;
         c.reconcile_conflicts += n.conflicts;
         c.reconcile_unanswered += round.unanswered.len() as u64;
+        c.tunnels_forgotten += n.tunnels_forgotten;
+        c.unknown_tunnels_deleted += n.unknown_tunnels_deleted;
         if !round.unanswered.is_empty() {
             let silent: Vec<String> = round.unanswered.iter().map(|d| format!("{d:016x}")).collect();
             warn!(why = ?round.why, switches = ?silent, "switches did not tell their ports and flows; reconciled without them");
@@ -755,6 +809,60 @@ impl App {
             info!(why = ?round.why, switches, tally = ?n, ms, "reconciled the registry with the switches");
         } else {
             debug!(why = ?round.why, switches, ms, "reconciled the registry with the switches");
+        }
+    }
+
+    /// Tunnels as the switches have them. One the registry knew (when it asked) that a switch
+    /// no longer has is forgotten, and its other end deleted: the registry would otherwise keep
+    /// sending flows into it. One a switch has in the controller's range that the registry
+    /// does not know was made by a master that died before recording it: deleted (with the
+    /// flows through it), or a new tunnel given its port number would be refused by the
+    /// switch and the controller's flows for it would lead to the old tunnel's host.
+    fn reconcile_tunnels(&mut self, round: &Finished, n: &mut ReconcileTally) {
+        for (dpid, answer) in &round.answers {
+            let Some(ports) = &answer.ports else { continue };
+            for t in &round.tunnels {
+                // Port 0: that end has not reported it yet.
+                let Some(port) = t.port_on(*dpid).filter(|p| *p != 0) else {
+                    continue;
+                };
+                if ports.contains(&port) || self.tccs.between(t.a, t.b, t.key) != Some(*t) {
+                    continue;
+                }
+                let (other, other_port) = if t.a == *dpid { (t.b, t.port_b) } else { (t.a, t.port_a) };
+                let remote_ip = self.tccs.hosts.get(dpid).map(|h| h.underlay_ip);
+                if let (Some(remote_ip), true) = (remote_ip, other_port != 0) {
+                    let del = TccsMsg::TunnelDel {
+                        remote_ip,
+                        key: t.key,
+                        port_no: other_port,
+                    };
+                    self.send(other, del.to_body());
+                }
+                self.tccs.remove(t);
+                self.record(Change::TunnelGone(*t));
+                n.tunnels_forgotten += 1;
+            }
+            let controllers = FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT;
+            let unknown: Vec<u32> = ports
+                .iter()
+                .copied()
+                .filter(|p| controllers.contains(p) && !self.tccs.is_tunnel_port(*dpid, *p))
+                .collect();
+            for port_no in unknown {
+                warn!(
+                    dpid = format!("{dpid:016x}"),
+                    port = port_no,
+                    "a tunnel the registry does not know (its master died before recording it); deleted"
+                );
+                let del = TccsMsg::TunnelDel {
+                    remote_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                    key: 0,
+                    port_no,
+                };
+                self.send(*dpid, del.to_body());
+                n.unknown_tunnels_deleted += 1;
+            }
         }
     }
 
@@ -871,6 +979,35 @@ impl App {
                     self.commander.removed_from(vnet, mac, h);
                     n.flows_deleted += 1;
                 }
+            }
+        }
+    }
+
+    /// For a MAC the registry cannot place (nothing delivers it locally; its records lost,
+    /// say), a flow through a tunnel to a host that answered and has no flow delivering it to
+    /// one of its own ports is a dead end, or a detour. Deleted: the MAC's traffic comes here,
+    /// is flooded, and the MAC is learned where it answers. (Towards a host that did not
+    /// answer it stays: a restarted controller meets its switches one by one.)
+    fn drop_dead_ends(&mut self, round: &Finished, entries: &[FlowEntry], n: &mut ReconcileTally) {
+        let answered: HashSet<u64> = round.answers.iter().map(|(d, _)| *d).collect();
+        let is_local = |e: &FlowEntry| e.out < FIRST_TUNNEL_PORT && !self.tccs.is_tunnel_port(e.dpid, e.out);
+        let delivered: HashSet<(u64, u32, Mac)> = entries
+            .iter()
+            .filter(|e| is_local(e))
+            .map(|e| (e.dpid, e.vnet, e.mac))
+            .collect();
+        for e in entries {
+            if self.commander.locate(e.vnet, &e.mac).is_some() {
+                continue;
+            }
+            let Some(t) = self.tccs.by_port(e.dpid, e.out) else {
+                continue;
+            };
+            let remote = if t.a == e.dpid { t.b } else { t.a };
+            if answered.contains(&remote) && !delivered.contains(&(remote, e.vnet, e.mac)) {
+                self.flow_delete(e.dpid, e.vnet, e.mac, e.out, FLOW_PRIORITY);
+                self.commander.removed_from(e.vnet, e.mac, e.dpid);
+                n.flows_deleted += 1;
             }
         }
     }
@@ -1630,24 +1767,27 @@ mod test {
         assert_eq!(r.app.commander.locate(0, &VM_A), None);
 
         r.app.handle(Event::Elected { generation: 42 });
+        let mut asked = Vec::new();
         for d in 1..=2 {
-            let bodies = r.drain(d);
+            let msgs = r.rx[d - 1].take_messages();
+            let bodies: Vec<Body> = msgs.iter().map(|m| m.body.clone()).collect();
             assert!(
                 asks_role(&bodies, ofp::OFPCR_ROLE_MASTER, 42),
                 "no MASTER request to {d}: {bodies:?}"
             );
-            assert!(
-                bodies.iter().any(|b| matches!(b, Body::MultipartRequest { .. })),
-                "no flow table request to {d}"
-            );
+            asked.push(questions(&msgs));
         }
         assert_eq!(
             r.app.commander.locate(0, &VM_M),
             Some(m_at),
             "location loaded from the store"
         );
-        // The first frame to the VM the store knew goes straight there: no flood.
+        // The first frame to the VM the store knew goes straight there once the switches
+        // have said what they have: no flood.
         r.packet_in(1, 1, VM_M, VM_A);
+        assert!(r.drain(2).is_empty(), "acted on traffic before reconciling");
+        r.answer(1, asked[0], &[1], &[]);
+        r.answer(2, asked[1], &[5], &[]);
         assert_eq!(r.app.counters.unknown_destinations, 0);
         assert!(flows(&r.drain(2)).contains(&(VM_M, 5)));
         let changes = changes.lock().unwrap();
@@ -1937,5 +2077,68 @@ mod test {
         }
         assert!(r.app.commander.released(0, &VM_M));
         assert_eq!(r.app.counters.reconcile_unanswered, 1);
+    }
+
+    /// Tunnels as the switches have them: one the registry knew that a switch lost is
+    /// forgotten (its other end deleted); one a switch has that the registry never knew is
+    /// deleted; the next flow gets a tunnel that exists.
+    #[test]
+    fn a_takeover_forgets_lost_tunnels_and_deletes_unknown_ones() {
+        let (mut r, changes, asked) = taken_over(vec![at(3, 9)]);
+        // Host 2 lost its end of the 1-2 tunnel; host 3 has one the registry does not know.
+        r.answer(1, asked[0], &[1, T, T + 1], &[]);
+        r.answer(2, asked[1], &[], &[]);
+        r.answer(3, asked[2], &[9, T, T + 7], &[]);
+        let tunnel_dels = |bodies: Vec<Body>| -> Vec<u32> {
+            bodies
+                .iter()
+                .filter_map(|b| match TccsMsg::from_body(b) {
+                    Some(Ok(TccsMsg::TunnelDel { port_no, .. })) => Some(port_no),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(tunnel_dels(r.drain(1)), vec![T], "host 1's end of the lost tunnel");
+        assert_eq!(tunnel_dels(r.drain(3)), vec![T + 7]);
+        assert!(r.app.tccs.between(1, 2, 0).is_none());
+        assert!(changes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| matches!(c, Change::TunnelGone(t) if t.b == 2)));
+        assert_eq!(r.app.counters.tunnels_forgotten, 1);
+        assert_eq!(r.app.counters.unknown_tunnels_deleted, 1);
+        // A frame between hosts 1 and 2 brings a new tunnel up (not a port that is gone).
+        r.packet_in(2, 4, [0xff; 6], VM_X);
+        r.drain_all();
+        r.packet_in(1, 1, VM_X, VM_A);
+        assert_eq!(tunnel_adds(&r.drain(1)).len(), 1);
+    }
+
+    /// Frames that arrive while a new master reconciles are handled after it, in order.
+    #[test]
+    fn traffic_waits_for_the_takeover_to_reconcile() {
+        let (mut r, _changes, asked) = taken_over(vec![at(2, 5)]);
+        r.packet_in(3, 9, [0xff; 6], VM_M); // M announces itself where it moved to
+        assert_eq!(r.app.held.len(), 1);
+        r.answer(1, asked[0], &[1, T, T + 1], &[]);
+        r.answer(2, asked[1], &[T], &[]);
+        r.answer(3, asked[2], &[9, T], &[]);
+        assert!(r.app.held.is_empty());
+        assert_eq!(r.app.counters.moves_refused, 0, "M's old port was gone first");
+        assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
+    }
+
+    /// The registry lost a MAC (its etcd records expired, say): a flow towards a host that
+    /// does not deliver it goes, and one towards the host that does stays.
+    #[test]
+    fn a_takeover_drops_flows_to_hosts_that_do_not_deliver_an_unknown_mac() {
+        let (mut r, _changes, asked) = taken_over(vec![]);
+        r.answer(1, asked[0], &[1, T, T + 1], &[(VM_M, T), (VM_X, T + 1)]);
+        r.answer(2, asked[1], &[T], &[]);
+        r.answer(3, asked[2], &[9, T], &[(VM_X, 9)]);
+        assert_eq!(deletes(&r.drain(1)), vec![(VM_M, T)]);
+        assert_eq!(r.app.commander.locate(0, &VM_M), None);
+        assert_eq!(r.app.commander.locate(0, &VM_X), Some(Location { dpid: 3, port: 9 }));
     }
 }

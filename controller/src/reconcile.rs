@@ -9,12 +9,14 @@
 //!
 //! This module only collects the answers, matched by xid; the app acts on them. Pure state.
 
+use crate::tccs::TunnelPair;
 use cloudrack_wire::ofp::{FlowStats, PortDesc};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// A switch that has not answered by then is left out of its round (and counted).
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// A switch that has not answered by then is left out of its round (and counted). Switches
+/// answer within milliseconds; a takeover holds new traffic until its round is over.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the switches were asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,9 @@ pub struct Finished {
     pub answers: Vec<(u64, Answer)>,
     /// Switches that did not answer in time, or went away.
     pub unanswered: Vec<u64>,
+    /// The tunnels the registry knew when the switches were asked (one made since then is
+    /// missing from their answers for that reason alone).
+    pub tunnels: Vec<TunnelPair>,
 }
 
 struct Asked {
@@ -64,6 +69,7 @@ struct Round {
     started: Instant,
     asked: HashMap<u64, Asked>,
     unanswered: Vec<u64>,
+    tunnels: Vec<TunnelPair>,
 }
 
 #[derive(Default)]
@@ -72,8 +78,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A round: each (dpid, xid of its PORT_DESC request, xid of its flow stats request).
-    pub fn start(&mut self, why: Occasion, asked: Vec<(u64, u32, u32)>) {
+    /// A round: each (dpid, xid of its PORT_DESC request, xid of its flow stats request), and
+    /// the tunnels the registry knows now.
+    pub fn start(&mut self, why: Occasion, asked: Vec<(u64, u32, u32)>, tunnels: Vec<TunnelPair>) {
         let asked = asked
             .into_iter()
             .map(|(dpid, ports_xid, flows_xid)| {
@@ -93,12 +100,18 @@ impl Reconciler {
             started: Instant::now(),
             asked,
             unanswered: Vec::new(),
+            tunnels,
         });
     }
 
     /// Rounds not finished yet.
     pub fn pending(&self) -> usize {
         self.rounds.len()
+    }
+
+    /// Whether a takeover's round is not finished yet.
+    pub fn takeover_pending(&self) -> bool {
+        self.rounds.iter().any(|r| r.why == Occasion::Takeover)
     }
 
     fn find(&mut self, dpid: u64, xid: u32, flows: bool) -> Option<&mut Asked> {
@@ -188,6 +201,7 @@ impl Reconciler {
                 started: r.started,
                 answers,
                 unanswered: r.unanswered,
+                tunnels: r.tunnels,
             });
         }
         out
@@ -205,7 +219,8 @@ mod test {
     #[test]
     fn a_round_finishes_when_every_switch_answered_both_questions() {
         let mut r = Reconciler::default();
-        r.start(Occasion::Takeover, vec![(1, 10, 11), (2, 12, 13)]);
+        r.start(Occasion::Takeover, vec![(1, 10, 11), (2, 12, 13)], vec![]);
+        assert!(r.takeover_pending());
         assert!(!r.ports(1, 11, &[port(1)], false), "xid of the flow request");
         assert!(!r.ports(3, 10, &[port(1)], false), "another switch");
         assert!(r.ports(1, 10, &[port(1)], true));
@@ -219,6 +234,7 @@ mod test {
         let done = r.finished(Instant::now());
         assert_eq!(done.len(), 1);
         assert_eq!(r.pending(), 0);
+        assert!(!r.takeover_pending());
         let f = &done[0];
         assert_eq!(f.why, Occasion::Takeover);
         assert!(f.unanswered.is_empty());
@@ -231,7 +247,8 @@ mod test {
     #[test]
     fn silent_and_vanished_switches_are_left_out() {
         let mut r = Reconciler::default();
-        r.start(Occasion::Takeover, vec![(1, 1, 2), (2, 3, 4), (3, 5, 6)]);
+        r.start(Occasion::Registration, vec![(1, 1, 2), (2, 3, 4), (3, 5, 6)], vec![]);
+        assert!(!r.takeover_pending());
         r.ports(1, 1, &[], false);
         r.flows(1, 2, vec![], false);
         r.disconnected(2);
