@@ -552,6 +552,7 @@ impl App {
             } => {
                 if let Some(dpid) = dpid {
                     self.port_deleted(dpid, desc.port_no);
+                    self.tunnel_port_deleted(dpid, desc.port_no);
                 }
                 debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
@@ -761,6 +762,25 @@ impl App {
         released
     }
 
+    /// A tunnel's end is gone from a switch (deleted by hand, or released by the master while
+    /// we stood by): forget the tunnel, so a takeover does not send flows into it, and delete
+    /// its other end. (A tunnel we released ourselves is forgotten already.)
+    fn tunnel_port_deleted(&mut self, dpid: u64, port: u32) {
+        let Some(t) = self.tccs.by_port(dpid, port) else { return };
+        self.tccs.remove(&t);
+        self.record(Change::TunnelGone(t));
+        let (other, other_port) = if t.a == dpid { (t.b, t.port_b) } else { (t.a, t.port_a) };
+        let remote_ip = self.tccs.hosts.get(&dpid).map(|h| h.underlay_ip);
+        if let (true, Some(remote_ip), true) = (self.is_master(), remote_ip, other_port != 0) {
+            let del = TccsMsg::TunnelDel {
+                remote_ip,
+                key: t.key,
+                port_no: other_port,
+            };
+            self.send(other, del.to_body());
+        }
+    }
+
     fn finish_reconciliations(&mut self) {
         for round in self.reconciler.finished(Instant::now()) {
             self.reconcile(round);
@@ -829,18 +849,7 @@ impl App {
                 if ports.contains(&port) || self.tccs.between(t.a, t.b, t.key) != Some(*t) {
                     continue;
                 }
-                let (other, other_port) = if t.a == *dpid { (t.b, t.port_b) } else { (t.a, t.port_a) };
-                let remote_ip = self.tccs.hosts.get(dpid).map(|h| h.underlay_ip);
-                if let (Some(remote_ip), true) = (remote_ip, other_port != 0) {
-                    let del = TccsMsg::TunnelDel {
-                        remote_ip,
-                        key: t.key,
-                        port_no: other_port,
-                    };
-                    self.send(other, del.to_body());
-                }
-                self.tccs.remove(t);
-                self.record(Change::TunnelGone(*t));
+                self.tunnel_port_deleted(*dpid, port);
                 n.tunnels_forgotten += 1;
             }
             let controllers = FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT;
@@ -2140,5 +2149,34 @@ mod test {
         assert_eq!(deletes(&r.drain(1)), vec![(VM_M, T)]);
         assert_eq!(r.app.commander.locate(0, &VM_M), None);
         assert_eq!(r.app.commander.locate(0, &VM_X), Some(Location { dpid: 3, port: 9 }));
+    }
+
+    /// A tunnel end deleted on a switch: the tunnel is forgotten (a standby too, so it will not
+    /// send flows into it after a takeover) and the master deletes the other end.
+    #[test]
+    fn a_deleted_tunnel_end_is_forgotten() {
+        let mut r = rig(2);
+        r.packet_in(2, 5, [0xff; 6], VM_M);
+        r.packet_in(1, 1, VM_M, VM_A);
+        let t = r.app.tccs.between(1, 2, 0).expect("a tunnel between 1 and 2");
+        r.drain_all();
+        let gone = Body::PortStatus {
+            reason: ofp::OFPPR_DELETE,
+            desc: ofp::PortDesc::live(t.port_a, [0; 6], "gre-198.18.0.2"),
+        };
+        r.app.handle(Event::Message {
+            conn: 1,
+            msg: Message::new(0, gone),
+        });
+        assert!(r.app.tccs.between(1, 2, 0).is_none());
+        let dels: Vec<u32> = r
+            .drain(2)
+            .iter()
+            .filter_map(|b| match TccsMsg::from_body(b) {
+                Some(Ok(TccsMsg::TunnelDel { port_no, .. })) => Some(port_no),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dels, vec![t.port_b]);
     }
 }
