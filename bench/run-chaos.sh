@@ -18,7 +18,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 env CLOUDRACK_CHAOS_ROUNDS="$rounds" CLOUDRACK_CHAOS_JSON="$PWD/$out" ${SEED:+CLOUDRACK_CHAOS_SEED="$SEED"} \
     cargo test --release -p cloudrack-tests --test chaos -- --nocapture >"$log" 2>&1 || status=$?
-grep -E "^(chaos|round) " "$log" || tail -40 "$log"
+grep -E "^(chaos:|round )" "$log" || tail -40 "$log"
 if [ "$status" -ne 0 ]; then
     cp "$log" "bench/results/chaos-$stamp.log"
     echo "chaos run failed (exit $status); output: bench/results/chaos-$stamp.log" >&2
