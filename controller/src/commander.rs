@@ -83,6 +83,9 @@ pub struct Commander {
     bound_ports: HashMap<u64, HashSet<u32>>,
     /// The MACs located at each port (its size is the per-port bound).
     port_macs: HashMap<Location, HashSet<(u32, Mac)>>,
+    /// The ports of each switch that have MACs located at them (reconciling one switch must
+    /// not scan every location).
+    ports_with_macs: HashMap<u64, HashSet<u32>>,
     per_vnet: HashMap<u32, usize>,
 }
 
@@ -139,12 +142,19 @@ impl Commander {
                     macs.remove(&key);
                     if macs.is_empty() {
                         self.port_macs.remove(&f);
+                        if let Some(ports) = self.ports_with_macs.get_mut(&f.dpid) {
+                            ports.remove(&f.port);
+                            if ports.is_empty() {
+                                self.ports_with_macs.remove(&f.dpid);
+                            }
+                        }
                     }
                 }
             }
             None => *self.per_vnet.entry(key.0).or_default() += 1,
         }
         self.port_macs.entry(at).or_default().insert(key);
+        self.ports_with_macs.entry(at.dpid).or_default().insert(at.port);
         self.locations.insert(key, Entry { at, orphaned: false });
     }
 
@@ -160,11 +170,49 @@ impl Commander {
 
     /// Every MAC located on a switch.
     pub fn located_on(&self, dpid: u64) -> Vec<(u32, Mac, Location)> {
-        self.port_macs
-            .iter()
-            .filter(|(at, _)| at.dpid == dpid)
-            .flat_map(|(at, keys)| keys.iter().map(move |(vnet, mac)| (*vnet, *mac, *at)))
+        self.ports_with_macs(dpid)
+            .into_iter()
+            .map(|port| Location { dpid, port })
+            .flat_map(|at| {
+                self.port_macs
+                    .get(&at)
+                    .into_iter()
+                    .flatten()
+                    .map(move |(vnet, mac)| (*vnet, *mac, at))
+            })
             .collect()
+    }
+
+    /// The ports of a switch that have MACs located at them.
+    pub fn ports_with_macs(&self, dpid: u64) -> Vec<u32> {
+        self.ports_with_macs
+            .get(&dpid)
+            .map(|p| p.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The ports of a switch with at least one MAC located at them whose port is not known
+    /// to be gone.
+    pub fn ports_with_live_macs(&self, dpid: u64) -> Vec<u32> {
+        let live = |at: &Location| {
+            self.port_macs
+                .get(at)
+                .into_iter()
+                .flatten()
+                .any(|k| self.locations.get(k).is_some_and(|e| !e.orphaned))
+        };
+        self.ports_with_macs(dpid)
+            .into_iter()
+            .filter(|&port| live(&Location { dpid, port }))
+            .collect()
+    }
+
+    /// The ports of a switch that are bound to a VM.
+    pub fn bound_ports_of(&self, dpid: u64) -> Vec<u32> {
+        self.bound_ports
+            .get(&dpid)
+            .map(|p| p.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// `at` is bound to the VM `mac`: it may take the MAC over. False if it already was.
@@ -227,14 +275,32 @@ impl Commander {
     }
 
     /// A port was deleted: its bindings go, and its MACs may be claimed by another port. Their
-    /// locations stay, so when the VM shows up elsewhere every holder is re-pointed.
-    pub fn port_gone(&mut self, at: Location) {
+    /// locations stay, so when the VM shows up elsewhere every holder is re-pointed. Returns
+    /// the MACs released now (not those released before).
+    pub fn port_gone(&mut self, at: Location) -> Vec<(u32, Mac)> {
         self.unbind_port(at);
+        let mut released = Vec::new();
         for key in self.port_macs.get(&at).into_iter().flatten() {
             if let Some(e) = self.locations.get_mut(key) {
-                e.orphaned = true;
+                if !e.orphaned {
+                    e.orphaned = true;
+                    released.push(*key);
+                }
             }
         }
+        released
+    }
+
+    /// Mark one MAC's port as gone (a location loaded from the store that says so).
+    pub fn release(&mut self, vnet: u32, mac: Mac) {
+        if let Some(e) = self.locations.get_mut(&(vnet, mac)) {
+            e.orphaned = true;
+        }
+    }
+
+    /// Whether the MAC's port is gone: where it is now is unknown until it shows up again.
+    pub fn released(&self, vnet: u32, mac: &Mac) -> bool {
+        self.locations.get(&(vnet, *mac)).is_some_and(|e| e.orphaned)
     }
 
     pub fn installed_on(&mut self, vnet: u32, mac: Mac, dpid: u64) {
@@ -310,8 +376,11 @@ mod test {
         assert_eq!(c.learn(0, M, A2), refused, "not even on the same host");
         assert_eq!(c.locate(0, &M), Some(A));
         // Once its port is gone, the MAC is free for the next port (a VM moved by hand).
-        c.port_gone(A);
+        assert_eq!(c.port_gone(A), vec![(0, M)]);
+        assert!(c.released(0, &M));
+        assert!(c.port_gone(A).is_empty(), "released once");
         assert_eq!(c.learn(0, M, B), Learned::Moved { from: A });
+        assert!(!c.released(0, &M));
         assert_eq!(c.learn(0, M, C), Learned::Refused(Refusal::NotBound { owner: Some(B) }));
     }
 
@@ -370,5 +439,30 @@ mod test {
         c.learn(0, M, Location { dpid: 1, port: 4 });
         c.learn_if_unknown(0, M, Location { dpid: 9, port: 9 });
         assert_eq!(c.locate(0, &M).unwrap().dpid, 1);
+    }
+
+    #[test]
+    fn ports_with_macs_follow_moves_and_released_marks_stay_until_the_mac_shows_up() {
+        let mut c = Commander::default();
+        let m2 = [2, 0, 0, 0, 0, 2];
+        c.learn(0, M, A);
+        c.learn(0, m2, A2);
+        let mut ports = c.ports_with_macs(1);
+        ports.sort_unstable();
+        assert_eq!(ports, vec![1, 2]);
+        assert_eq!(c.located_on(1).len(), 2);
+        c.port_gone(A2);
+        assert_eq!(c.ports_with_live_macs(1), vec![1]);
+        c.learn(0, m2, B);
+        assert_eq!(c.ports_with_macs(1), vec![1]);
+        assert_eq!(c.located_on(2), vec![(0, m2, B)]);
+        // Loaded from a store that says its port is gone.
+        assert!(c.learn_if_unknown(0, [2, 0, 0, 0, 0, 3], C));
+        c.release(0, [2, 0, 0, 0, 0, 3]);
+        assert!(c.released(0, &[2, 0, 0, 0, 0, 3]));
+        assert_eq!(c.learn(0, [2, 0, 0, 0, 0, 3], B), Learned::Moved { from: C });
+        assert!(c.ports_with_macs(3).is_empty());
+        c.bind(0, M, C);
+        assert_eq!(c.bound_ports_of(3), vec![1]);
     }
 }

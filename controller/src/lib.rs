@@ -9,6 +9,7 @@ pub mod conn_tx;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod members;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod tccs;

@@ -25,6 +25,14 @@ impl Members {
         }
     }
 
+    /// The ports of a switch we know of.
+    pub fn ports_of(&self, dpid: u64) -> Vec<u32> {
+        self.ports
+            .get(&dpid)
+            .map(|p| p.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// A switch re-registers: its ports are declared again.
     pub fn remove_switch(&mut self, dpid: u64) {
         for (_, vnet) in self.ports.remove(&dpid).unwrap_or_default() {
@@ -73,6 +81,7 @@ mod test {
         assert_eq!(hosts(&m, 8), vec![2]);
         m.remove_port(1, 1);
         assert_eq!(hosts(&m, 7), vec![1, 2], "host 1 still has port 2 in network 7");
+        assert_eq!(m.ports_of(1), vec![2]);
         m.set(1, 2, 8); // the port moved to another network
         assert_eq!(hosts(&m, 7), vec![2]);
         assert_eq!(hosts(&m, 8), vec![1, 2]);

@@ -31,6 +31,10 @@ pub enum Change {
     TunnelGone(TunnelPair),
     /// Where a VM MAC is now.
     Location { vnet: u32, mac: Mac, at: Location },
+    /// The port a VM MAC was located at is gone. The last location stays (the VM's next
+    /// appearance is a move, so every holder gets re-pointed) and any port may claim the MAC;
+    /// a master taking over must know, or it would refuse the VM at its new port.
+    LocationReleased { vnet: u32, mac: Mac, at: Location },
 }
 
 /// A host as the registry keeps it.
@@ -41,12 +45,22 @@ pub struct HostRecord {
     pub underlay_mac: Mac,
 }
 
+/// A VM MAC's location as the registry keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocationRecord {
+    pub vnet: u32,
+    pub mac: Mac,
+    pub at: Location,
+    /// Its port was deleted (`Change::LocationReleased`).
+    pub port_gone: bool,
+}
+
 /// Everything a store holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub hosts: Vec<HostRecord>,
     pub tunnels: Vec<TunnelPair>,
-    pub locations: Vec<(u32, Mac, Location)>,
+    pub locations: Vec<LocationRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -199,6 +199,11 @@ impl Tccs {
         true
     }
 
+    /// The tunnel between `a` and `b` for `key`, if there is one.
+    pub fn between(&self, a: u64, b: u64, key: u32) -> Option<TunnelPair> {
+        self.tunnels.get(&norm(a, b, key)).copied()
+    }
+
     /// The tunnel whose end on `dpid` is `port_no`.
     pub fn by_port(&self, dpid: u64, port_no: u32) -> Option<TunnelPair> {
         self.by_port

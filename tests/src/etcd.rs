@@ -14,6 +14,8 @@ pub struct EtcdCluster {
     /// Which host each member runs on.
     pub hosts: Vec<usize>,
     client_urls: Vec<String>,
+    /// Each member's command line, to restart it on its data directory.
+    argv: Vec<Vec<String>>,
     _data: TempDir,
 }
 
@@ -33,6 +35,7 @@ impl EtcdCluster {
         let initial = initial.join(",");
         let mut members = Vec::new();
         let mut client_urls = Vec::new();
+        let mut argvs = Vec::new();
         for &h in hosts {
             let client = format!("http://{}:{ETCD_CLIENT_PORT}", ip(h));
             let peer = format!("http://{}:{ETCD_PEER_PORT}", ip(h));
@@ -63,12 +66,14 @@ impl EtcdCluster {
                 "500",
             ];
             members.push(Some(net[h].ns.spawn_named(&format!("etcd-{}", name(h)), &argv)));
+            argvs.push(argv.iter().map(|a| a.to_string()).collect());
             client_urls.push(client);
         }
         let c = EtcdCluster {
             members,
             hosts: hosts.to_vec(),
             client_urls,
+            argv: argvs,
             _data: data,
         };
         let endpoints = c.endpoints();
@@ -101,5 +106,28 @@ impl EtcdCluster {
             p.signal(libc::SIGKILL);
             p.wait_exit(Duration::from_secs(5));
         }
+    }
+
+    /// Start the member on host `h` again (after [`kill`](Self::kill)) on its data directory:
+    /// it rejoins the cluster as the member it was.
+    pub fn restart(&mut self, net: &HostNet, h: usize) {
+        let i = self.hosts.iter().position(|x| *x == h).expect("no member on that host");
+        if let Some(mut p) = self.members[i].take() {
+            p.signal(libc::SIGKILL);
+            p.wait_exit(Duration::from_secs(5));
+        }
+        let argv: Vec<&str> = self.argv[i].iter().map(String::as_str).collect();
+        self.members[i] = Some(net[h].ns.spawn_named(&format!("etcd-m{h}"), &argv));
+    }
+
+    /// Client URLs of the members that are running.
+    pub fn live_endpoints(&mut self) -> String {
+        let live: Vec<&str> = self
+            .members
+            .iter_mut()
+            .zip(&self.client_urls)
+            .filter_map(|(m, url)| m.as_mut().is_some_and(|p| p.is_running()).then_some(url.as_str()))
+            .collect();
+        live.join(",")
     }
 }

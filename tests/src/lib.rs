@@ -27,6 +27,7 @@
 
 mod capture;
 mod cluster;
+mod control;
 pub mod differential;
 mod etcd;
 mod logs;
@@ -43,6 +44,10 @@ pub use capture::{tshark_decode, tshark_num, tshark_verbose, Capture};
 pub use cluster::{
     announce, controller_status_of, mac_bytes, raw_send, raw_send_each, raw_send_many, send_garp, tcp_transfer,
     tcp_transfer_paced, Cluster, CONTROLLER_PORT,
+};
+pub use control::{
+    disagreements, etcd_location, etcd_registry, steady_master, switch_roles, try_etcd_registry, wait_steady_master,
+    Placement,
 };
 pub use etcd::{EtcdCluster, ETCD_CLIENT_PORT};
 pub use logs::{

@@ -5,6 +5,7 @@
 //! {prefix}/hosts/{dpid:016x}                   {"underlay_ip":"198.18.0.1","underlay_mac":"02:..."}
 //! {prefix}/tunnels/{a:016x}-{b:016x}-{key}     {"port_a":16384,"port_b":16385}
 //! {prefix}/locations/{vnet}/{mac}              {"dpid":"0000000000000001","port":3}
+//!                                              (plus "port_gone":true once that port is deleted)
 //! {prefix}/election                            etcd's election (one key per candidate)
 //! ```
 //! Locations live under their host's lease, tunnels under their lower host's: when a host
@@ -89,6 +90,13 @@ struct TunnelValue {
 struct LocationValue {
     dpid: String,
     port: u32,
+    /// Written only when true, so values from before it existed read the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    port_gone: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 pub fn host_value(h: &HostRecord) -> String {
@@ -107,10 +115,12 @@ pub fn tunnel_value(t: &TunnelPair) -> String {
     .unwrap_or_default()
 }
 
-pub fn location_value(at: &Location) -> String {
+/// A location's value; `port_gone` once its port was deleted.
+pub fn location_value(at: &Location, port_gone: bool) -> String {
     serde_json::to_string(&LocationValue {
         dpid: format!("{:016x}", at.dpid),
         port: at.port,
+        port_gone,
     })
     .unwrap_or_default()
 }
@@ -135,12 +145,14 @@ pub fn parse_tunnel(a: u64, b: u64, key: u32, value: &[u8]) -> Option<TunnelPair
     })
 }
 
-pub fn parse_location(value: &[u8]) -> Option<Location> {
+/// A location, and whether its port is gone.
+pub fn parse_location(value: &[u8]) -> Option<(Location, bool)> {
     let v: LocationValue = serde_json::from_slice(value).ok()?;
-    Some(Location {
+    let at = Location {
         dpid: u64::from_str_radix(&v.dpid, 16).ok()?,
         port: v.port,
-    })
+    };
+    Some((at, v.port_gone))
 }
 
 #[cfg(test)]
@@ -188,7 +200,12 @@ mod test {
         };
         assert_eq!(parse_tunnel(1, 2, 0, tunnel_value(&t).as_bytes()), Some(t));
         let at = Location { dpid: 9, port: 4 };
-        assert_eq!(parse_location(location_value(&at).as_bytes()), Some(at));
+        assert_eq!(parse_location(location_value(&at, false).as_bytes()), Some((at, false)));
+        assert_eq!(parse_location(location_value(&at, true).as_bytes()), Some((at, true)));
+        // Written before port_gone existed.
+        let old = br#"{"dpid":"0000000000000009","port":4}"#;
+        assert_eq!(parse_location(old), Some((at, false)));
+        assert!(!location_value(&at, false).contains("port_gone"));
         assert_eq!(parse_location(b"{garbage"), None);
         assert_eq!(parse_mac("02:00:00:00:00:0g"), None);
         assert_eq!(parse_mac("02:00:00:00:00:01:02"), None);

@@ -33,12 +33,13 @@ pub fn registry(etcd: &Etcd) -> Result<Value, StoreError> {
                 }
             }
             Some(keys::Key::Location { vnet, mac }) => {
-                if let Some(at) = keys::parse_location(kv.value()) {
+                if let Some((at, port_gone)) = keys::parse_location(kv.value()) {
                     locations.push(json!({
                         "vnet": vnet,
                         "mac": keys::fmt_mac(&mac),
                         "dpid": format!("{:016x}", at.dpid),
                         "port": at.port,
+                        "port_gone": port_gone,
                     }));
                 }
             }
@@ -114,11 +115,12 @@ pub fn render(v: &Value, all: bool) -> String {
     for l in locations.iter().take(if all { usize::MAX } else { 50 }) {
         let _ = writeln!(
             out,
-            "  vnet {:<5} {}  at {} port {}",
+            "  vnet {:<5} {}  at {} port {}{}",
             l["vnet"],
             s(&l["mac"]),
             s(&l["dpid"]),
-            l["port"]
+            l["port"],
+            if l["port_gone"] == true { " (port gone)" } else { "" }
         );
     }
     if !all && (tunnels.len() > 50 || locations.len() > 50) {

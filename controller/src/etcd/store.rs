@@ -7,7 +7,7 @@
 
 use super::{keys, Etcd};
 use crate::app::Event;
-use crate::store::{Change, HostRecord, Snapshot, Store, StoreError};
+use crate::store::{Change, HostRecord, LocationRecord, Snapshot, Store, StoreError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -37,6 +37,10 @@ enum Cmd {
 struct Leases {
     by_host: HashMap<u64, i64>,
     up: HashSet<u64>,
+    /// Hosts up since the keeper's last look, to renew at once: a new master's adopted
+    /// leases were last renewed by its predecessor, perhaps most of a TTL ago (masters that
+    /// changed faster than the renewal period let every host's entries expire).
+    newly_up: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -77,6 +81,7 @@ impl EtcdStore {
         let leases = Arc::new(Mutex::new(Leases::default()));
         let stats = Arc::new(Stats::default());
         let ttl = host_ttl.as_secs().max(2) as i64;
+        let wake = Arc::new(tokio::sync::Notify::new());
         let writer = Writer {
             etcd: etcd.clone(),
             leases: leases.clone(),
@@ -84,15 +89,18 @@ impl EtcdStore {
             fence: None,
             ttl,
             events: events.clone(),
+            wake: wake.clone(),
         };
         etcd.rt.spawn(writer.run(rx));
-        etcd.rt.spawn(keep_hosts_alive(
-            etcd.clone(),
-            leases.clone(),
-            stats.clone(),
+        let keeper = Keeper {
+            etcd: etcd.clone(),
+            leases: leases.clone(),
+            stats: stats.clone(),
             ttl,
             events,
-        ));
+            wake,
+        };
+        etcd.rt.spawn(keeper.run());
         EtcdStore {
             etcd,
             tx,
@@ -148,9 +156,14 @@ impl Store for EtcdStore {
                 Some(keys::Key::Tunnel { a, b, key }) => {
                     keys::parse_tunnel(a, b, key, kv.value()).map(|t| snap.tunnels.push(t))
                 }
-                Some(keys::Key::Location { vnet, mac }) => {
-                    keys::parse_location(kv.value()).map(|at| snap.locations.push((vnet, mac, at)))
-                }
+                Some(keys::Key::Location { vnet, mac }) => keys::parse_location(kv.value()).map(|(at, port_gone)| {
+                    snap.locations.push(LocationRecord {
+                        vnet,
+                        mac,
+                        at,
+                        port_gone,
+                    })
+                }),
                 None if key.starts_with(&keys::election(&etcd.prefix)) => Some(()),
                 None => None,
             };
@@ -204,6 +217,8 @@ struct Writer {
     fence: Option<(Vec<u8>, i64)>,
     ttl: i64,
     events: crossbeam_channel::Sender<Event>,
+    /// Tells the lease keeper that hosts came up.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// One key's operation in a batch (a later change to the same key replaces an earlier one:
@@ -289,7 +304,11 @@ impl Writer {
                     push(keys::host(p, *dpid), Op::Put(keys::host_value(&h), lease));
                 }
                 Change::HostUp { dpid } => {
-                    self.leases.lock().unwrap_or_else(|e| e.into_inner()).up.insert(*dpid);
+                    let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                    if l.up.insert(*dpid) {
+                        l.newly_up.push(*dpid);
+                        self.wake.notify_one();
+                    }
                 }
                 Change::HostDown { dpid } => {
                     self.leases.lock().unwrap_or_else(|e| e.into_inner()).up.remove(dpid);
@@ -301,7 +320,17 @@ impl Writer {
                 Change::TunnelGone(t) => push(keys::tunnel(p, t), Op::Delete),
                 Change::Location { vnet, mac, at } => {
                     let lease = self.lease_of(at.dpid).unwrap_or(0);
-                    push(keys::location(p, *vnet, mac), Op::Put(keys::location_value(at), lease));
+                    push(
+                        keys::location(p, *vnet, mac),
+                        Op::Put(keys::location_value(at, false), lease),
+                    );
+                }
+                Change::LocationReleased { vnet, mac, at } => {
+                    let lease = self.lease_of(at.dpid).unwrap_or(0);
+                    push(
+                        keys::location(p, *vnet, mac),
+                        Op::Put(keys::location_value(at, true), lease),
+                    );
                 }
             }
         }
@@ -376,29 +405,50 @@ impl Writer {
     }
 }
 
-/// Renew the lease of every connected host a few times per TTL. A lease that expired anyway
-/// (etcd unreachable for longer than the TTL) gets a new one, and the app re-records that
-/// host's entries.
-async fn keep_hosts_alive(
+/// Renews the lease of every connected host a few times per TTL, and of a host that came up
+/// at once. A lease that expired anyway (etcd unreachable for longer than the TTL) gets a new
+/// one, and the app re-records that host's entries.
+struct Keeper {
     etcd: Arc<Etcd>,
     leases: Arc<Mutex<Leases>>,
     stats: Arc<Stats>,
     ttl: i64,
     events: crossbeam_channel::Sender<Event>,
-) {
-    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(500));
-    let limit = Arc::new(tokio::sync::Semaphore::new(64));
-    loop {
-        tokio::time::sleep(period).await;
-        let todo: Vec<(u64, i64)> = {
-            let l = leases.lock().unwrap_or_else(|e| e.into_inner());
-            l.up.iter()
-                .filter_map(|d| l.by_host.get(d).map(|id| (*d, *id)))
-                .collect()
-        };
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Keeper {
+    async fn run(self) {
+        let period = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(500));
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let all = tokio::select! {
+                _ = every.tick() => true,
+                _ = self.wake.notified() => false,
+            };
+            let todo: Vec<(u64, i64)> = {
+                let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                let hosts: Vec<u64> = if all {
+                    l.newly_up.clear();
+                    l.up.iter().copied().collect()
+                } else {
+                    std::mem::take(&mut l.newly_up)
+                };
+                hosts
+                    .into_iter()
+                    .filter_map(|d| l.by_host.get(&d).map(|id| (d, *id)))
+                    .collect()
+            };
+            self.renew_all(todo).await;
+        }
+    }
+
+    async fn renew_all(&self, todo: Vec<(u64, i64)>) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
         let mut tasks = tokio::task::JoinSet::new();
         for (dpid, id) in todo {
-            let (etcd, limit) = (etcd.clone(), limit.clone());
+            let (etcd, limit) = (self.etcd.clone(), limit.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 (dpid, id, renew(&etcd, id).await)
@@ -408,24 +458,24 @@ async fn keep_hosts_alive(
             let Ok((dpid, id, result)) = done else { continue };
             match result {
                 Ok(true) => {
-                    stats.leases_renewed.fetch_add(1, Relaxed);
+                    self.stats.leases_renewed.fetch_add(1, Relaxed);
                 }
                 Ok(false) => {
-                    stats.leases_expired.fetch_add(1, Relaxed);
+                    self.stats.leases_expired.fetch_add(1, Relaxed);
                     warn!(
                         dpid = format!("{dpid:016x}"),
                         lease = id,
                         "a connected host's etcd lease had expired; re-recording its entries"
                     );
-                    let mut l = leases.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
                     if l.by_host.get(&dpid) == Some(&id) {
                         l.by_host.remove(&dpid);
                     }
                     drop(l);
-                    let _ = events.send(Event::Resync { dpid });
+                    let _ = self.events.send(Event::Resync { dpid });
                 }
                 Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
+                    self.stats.errors.fetch_add(1, Relaxed);
                     debug!(dpid = format!("{dpid:016x}"), error = %e, "host lease renewal failed; next period retries");
                 }
             }
