@@ -3,21 +3,22 @@
 //! up to a budget per wakeup, and forwards. Buffers are allocated once per worker; the only
 //! per-packet allocation is the copy of a frame that goes to the controller (rate-limited).
 
-use super::fib::{Fib, LocalPort};
+use super::fib::{Fib, LocalPort, Tunnel};
 use super::forward::{decide, Action, DropReason, Ingress};
-use super::offload;
+use super::gro::{self, Gro};
 use super::stats::{now_ms, DpCounters};
+use super::tunnel_tx::{self, GreQueue};
 use super::txq::TxQueue;
+use super::{icmp, offload};
 use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
-use crate::port::batch::{RxBatch, BATCH};
+use crate::port::batch::{RxBatch, BATCH, FIRST_HELD, HELD_SLOTS, SPARE};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, GreRx, MAX_OFFLOAD_FRAME};
+use crate::tunnel::{decap, GreRx};
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
-use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -29,6 +30,13 @@ const MAX_PACKET_IN_DATA: usize = 65_000;
 
 /// Frames taken from one port per wakeup before the others get a turn.
 const BUDGET: usize = 64;
+/// GRE packets taken per wakeup: more, as they are segments of frames being joined.
+const GRE_BUDGET: usize = 4 * BATCH;
+// Every frame held for joining must find a slot to wait in.
+const _: () = assert!(HELD_SLOTS >= gro::MAX_FLOWS);
+
+/// "Too big" replies (ICMP) a worker sends per second, and its burst.
+const TOO_BIG_REPLIES: f64 = 100.0;
 
 /// A token bucket limiting PACKET_INs from one port.
 struct Bucket {
@@ -52,6 +60,10 @@ pub struct Worker {
     buckets: HashMap<u32, Bucket>,
     /// This worker's member of the GRE fanout group.
     gre_rx: Option<GreRx>,
+    /// TCP segments from tunnels being joined into super-frames (per receive batch).
+    gro: Gro,
+    /// Limits the "too big" replies.
+    too_big_replies: Bucket,
 }
 
 impl Worker {
@@ -68,6 +80,11 @@ impl Worker {
             failed: HashSet::new(),
             buckets: HashMap::new(),
             gre_rx,
+            gro: Gro::new(),
+            too_big_replies: Bucket {
+                tokens: TOO_BIG_REPLIES,
+                last_ms: 0,
+            },
         }
     }
 
@@ -271,29 +288,56 @@ impl Worker {
             (None, None) => return true,
         };
         let mut taken = 0;
-        while taken < BUDGET {
+        let mut naps = 0;
+        let dry = loop {
+            if taken >= GRE_BUDGET {
+                break false;
+            }
             let n = match self.batch.recv_mmsg(fd, RX_HEADROOM) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // A TCP stream is being joined: the rest of its burst is on its way.
+                    if self.gro.growing() && naps < gro::NAPS {
+                        nap(gro::NAP);
+                        naps += 1;
+                        continue;
+                    }
+                    break true;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     c.rx_errors.fetch_add(1, Relaxed);
                     warn!(error = %e, "GRE receive failed");
-                    return true;
+                    break true;
                 }
             };
+            naps = 0;
             wc.rx_calls.fetch_add(1, Relaxed);
             wc.gre_rx_packets.fetch_add(n as u64, Relaxed);
             for slot in 0..n {
                 self.gre_packet(fib, slot, now);
             }
+            // Frames still being joined move out of the receive slots, which are received into
+            // next; what cannot move leaves now.
+            if !self.gro.is_empty() {
+                if !self.gro.park(&mut self.batch.bufs, FIRST_HELD, HELD_SLOTS) {
+                    while let Some(r) = self.gro.pop(&mut self.batch.bufs) {
+                        self.forward_joined(fib, r, now);
+                    }
+                }
+                self.batch.slots_moved();
+            }
             self.flush(now);
             taken += n;
-            if n < BATCH {
-                return true;
+            if n < BATCH && !self.gro.growing() {
+                break true;
             }
+        };
+        while let Some(r) = self.gro.pop(&mut self.batch.bufs) {
+            self.forward_joined(fib, r, now);
         }
-        false
+        self.flush(now);
+        dry
     }
 
     /// Decapsulate the GRE packet in `slot` and forward its frame.
@@ -328,20 +372,39 @@ impl Worker {
         };
         let len = d.inner.end - d.inner.start;
         tunnel.counters.rx(len, now);
-        let ingress = Ingress::Tunnel {
+        let source = gro::Source {
             port_no: tunnel.port_no,
-            vnet: tunnel.key,
+            key: tunnel.key,
             is_static: tunnel.is_static,
         };
-        self.forward(
-            fib,
-            ingress,
-            d.vnet.unwrap_or_default(),
-            slot,
-            RX_HEADROOM + d.inner.start,
-            len,
-            now,
-        );
+        let off = RX_HEADROOM + d.inner.start;
+        let offer = self
+            .gro
+            .offer(&mut self.batch.bufs, slot, off, len, source, d.vnet.is_none());
+        if let Some(r) = offer.flushed {
+            self.forward_joined(fib, r, now);
+        }
+        match offer.step {
+            gro::Step::Held | gro::Step::Merged => {}
+            gro::Step::Pass | gro::Step::PassCorrupt => {
+                if offer.step == gro::Step::PassCorrupt {
+                    self.shared.counters.gro_bad_checksum.fetch_add(1, Relaxed);
+                    debug!(remote = %d.src, "TCP segment from a tunnel with a bad checksum: not coalesced");
+                }
+                let ingress = tunnel_ingress(source);
+                self.forward(fib, ingress, d.vnet.unwrap_or_default(), slot, off, len, now);
+            }
+        }
+    }
+
+    /// Forward a frame the receive coalescing held (joined from several segments, or one).
+    fn forward_joined(&mut self, fib: &Fib, r: gro::Ready, now: u64) {
+        if r.segments > 1 {
+            let wc = &self.shared.workers[self.id];
+            wc.gro_frames.fetch_add(1, Relaxed);
+            wc.gro_segments.fetch_add(u64::from(r.segments), Relaxed);
+        }
+        self.forward(fib, tunnel_ingress(r.source), r.vnet, r.slot, r.off, r.len, now);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -492,68 +555,86 @@ impl Worker {
             let shared = self.shared.clone();
             let c = &shared.counters;
             let Some(gre) = shared.gre.as_ref() else { return };
-            let gso = vnet.is_gso();
-            if !gso || (tunnel.carries_offloads && len <= MAX_OFFLOAD_FRAME) {
-                // Whole: a plain frame, or a super-frame with its offload header for a Cloud
-                // Rack peer (the underlay fragments it).
-                if !gso && vnet.needs_csum() {
-                    self.flush(now);
-                    if !finish_checksum(&mut self.batch.bufs[slot][off..off + len], vnet, c) {
-                        return;
-                    }
+            if !vnet.is_gso() && vnet.needs_csum() {
+                self.flush(now);
+                if !finish_checksum(&mut self.batch.bufs[slot][off..off + len], vnet, c) {
+                    return;
                 }
-                if self.txq.is_full() {
-                    self.flush(now);
-                }
-                let (prefix, hdr) = if gso {
-                    (&tunnel.offload_header[..], Some(&*vnet))
-                } else {
-                    (&tunnel.header[..], None)
-                };
-                // SAFETY: as for ports above; the GRE headers belong to `fib` too.
-                unsafe {
-                    self.txq.push(
-                        gre.fd(),
-                        Some(tunnel.remote),
-                        prefix,
-                        hdr,
-                        &self.batch.bufs[slot][off..off + len],
-                        &tunnel.counters,
-                        true,
-                    )
-                };
-                return;
             }
-            self.flush(now);
-            let frame = &self.batch.bufs[slot][off..off + len];
-            let mut all_ok = true;
-            let r = if tunnel.carries_offloads {
-                // Too big for one IPv4 packet: split in two, each with its offload header.
-                offload::split(frame, vnet, MAX_OFFLOAD_FRAME, &mut self.scratch, |p, h| {
-                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
-                    h.emit(&mut hb);
-                    let parts = [IoSlice::new(&tunnel.offload_header), IoSlice::new(&hb), IoSlice::new(p)];
-                    all_ok &= gre.send_parts(tunnel.remote, &parts).is_ok();
-                })
-            } else {
-                // Standard Ethernet over GRE (an Open vSwitch peer): cut to the underlay MTU.
-                offload::segment(frame, vnet, shared.tunnel_max_frame, &mut self.scratch, |seg| {
-                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                })
+            let mut q = GreQueue {
+                txq: &mut self.txq,
+                fd: gre.fd(),
+                now,
+                wc: &shared.workers[self.id],
+                gre_tx_errors: &c.gre_tx_errors,
             };
-            if r.is_err() {
-                c.drop_offload.fetch_add(1, Relaxed);
-                return;
-            }
-            if all_ok {
-                tunnel.counters.tx(len, now);
-            } else {
-                tunnel.counters.tx_errors.fetch_add(1, Relaxed);
-                c.gre_tx_errors.fetch_add(1, Relaxed);
+            // SAFETY: the frame stays in its slot, unmodified, until the flush that ends this
+            // batch; the tunnel belongs to `fib`, which the caller holds until after it.
+            let sent = unsafe { tunnel_tx::send(&mut q, tunnel, &self.batch.bufs[slot][off..off + len], vnet, c) };
+            match sent {
+                tunnel_tx::Outcome::Queued(n) if vnet.is_gso() => {
+                    let wc = &shared.workers[self.id];
+                    wc.tso_frames.fetch_add(1, Relaxed);
+                    wc.tso_segments.fetch_add(n as u64, Relaxed);
+                }
+                tunnel_tx::Outcome::TooBig { mtu } => self.reply_too_big(fib, tunnel, slot, off, len, mtu, now),
+                _ => {}
             }
         } else {
             self.shared.counters.drop_no_port.fetch_add(1, Relaxed);
         }
+    }
+
+    /// The frame at `off..off+len` of `slot` was too big for `tunnel`'s path and may not be
+    /// fragmented: drop it and, within the rate limit, tell its sender what fits, with an ICMP
+    /// reply built in the spare slot and forwarded as if it came back through the tunnel.
+    #[allow(clippy::too_many_arguments)]
+    fn reply_too_big(&mut self, fib: &Fib, tunnel: &Tunnel, slot: usize, off: usize, len: usize, mtu: u32, now: u64) {
+        let shared = self.shared.clone();
+        let c = &shared.counters;
+        c.tunnel_too_big.fetch_add(1, Relaxed);
+        let b = &mut self.too_big_replies;
+        b.tokens = (b.tokens + now.saturating_sub(b.last_ms) as f64 * TOO_BIG_REPLIES / 1000.0).min(TOO_BIG_REPLIES);
+        b.last_ms = now;
+        if b.tokens < 1.0 {
+            return;
+        }
+        b.tokens -= 1.0;
+        // The spare slot may still be queued with an earlier reply.
+        self.flush(now);
+        // The frame is in a receive slot, or in a held one (a joined frame) above the spare.
+        let (frame, spare): (&[u8], &mut [u8]) = match slot.cmp(&SPARE) {
+            std::cmp::Ordering::Less => {
+                let (lo, hi) = self.batch.bufs.split_at_mut(SPARE);
+                (&lo[slot][off..off + len], &mut hi[0])
+            }
+            std::cmp::Ordering::Greater => {
+                let (lo, hi) = self.batch.bufs.split_at_mut(slot);
+                (&hi[0][off..off + len], &mut lo[SPARE])
+            }
+            // A reply of ours, too big for some tunnel: not answered.
+            std::cmp::Ordering::Equal => return,
+        };
+        let Some(n) = icmp::too_big_reply(frame, mtu, &mut spare[RX_HEADROOM..]) else {
+            return;
+        };
+        c.icmp_too_big_sent.fetch_add(1, Relaxed);
+        debug!(remote = %tunnel.remote, mtu, "frame too big for the tunnel's path: told its sender");
+        let ingress = Ingress::Tunnel {
+            port_no: tunnel.port_no,
+            vnet: tunnel.key,
+            is_static: tunnel.is_static,
+        };
+        self.forward(fib, ingress, VnetHdr::default(), SPARE, RX_HEADROOM, n, now);
+    }
+}
+
+/// The ingress of a frame that came in by the tunnel `s`.
+fn tunnel_ingress(s: gro::Source) -> Ingress {
+    Ingress::Tunnel {
+        port_no: s.port_no,
+        vnet: s.key,
+        is_static: s.is_static,
     }
 }
 
@@ -570,6 +651,22 @@ fn finish_checksum(frame: &mut [u8], vnet: &mut VnetHdr, c: &DpCounters) -> bool
             false
         }
     }
+}
+
+/// Sleep for `d`, a few microseconds: the thread's timer slack (50 us by default, which would
+/// stretch every nap) is set to 1 us first.
+fn nap(d: Duration) {
+    thread_local! {
+        static SLACK_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    SLACK_SET.with(|set| {
+        if !set.get() {
+            // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+            set.set(true);
+        }
+    });
+    std::thread::sleep(d);
 }
 
 fn pin_to_cpu(cpu: usize) {

@@ -297,6 +297,15 @@ mod test {
             });
             let raw = crate::tunnel::GreSocket::open(lo).expect("raw GRE socket");
             raw.set_send_only().expect("send-only filter");
+            // Sending as a peer that lets its packets fragment (an older Cloud Rack sent
+            // super-frames so): the fanout still hands them over reassembled.
+            sys::setsockopt_int(
+                raw.fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DONT,
+            )
+            .expect("IP_PMTUDISC_DONT");
 
             let mut sent = Vec::new();
             for sport in 1000..1032u16 {
