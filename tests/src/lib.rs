@@ -28,6 +28,7 @@
 mod capture;
 mod cluster;
 mod etcd;
+mod impair;
 mod logs;
 mod netns;
 mod ovs;
@@ -43,6 +44,7 @@ pub use cluster::{
     tcp_transfer_paced, Cluster, CONTROLLER_PORT,
 };
 pub use etcd::{EtcdCluster, ETCD_CLIENT_PORT};
+pub use impair::segment_in_software;
 pub use logs::{
     current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file, test_logs_active,
     TempDir, TestLogs, LOG_TAIL_LINES,
