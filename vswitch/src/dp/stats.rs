@@ -67,6 +67,8 @@ counters!(
         gre_rx_bad_checksum,
         /// GRE packets from a remote/key with no tunnel.
         gre_rx_unknown_tunnel,
+        /// GRE packets the host's GRO had already joined from several (taken as a super-frame).
+        gre_rx_joined_by_host,
         gre_tx_errors,
         /// PACKET_INs handed to the OpenFlow agent.
         packet_in_sent,

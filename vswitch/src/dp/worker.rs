@@ -13,8 +13,8 @@ use super::{icmp, offload};
 use super::{DpEvent, PacketIn, Shared, GRE_TOKEN, WAKER};
 use crate::port::batch::{RxBatch, BATCH, FIRST_HELD, HELD_SLOTS, SPARE};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, GreRx};
-use cloudrack_wire::vnet_hdr::VnetHdr;
+use crate::tunnel::{self, decap, GreRx};
+use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
@@ -34,6 +34,9 @@ const BUDGET: usize = 64;
 const GRE_BUDGET: usize = 4 * BATCH;
 // Every frame held for joining must find a slot to wait in.
 const _: () = assert!(HELD_SLOTS >= gro::MAX_FLOWS);
+
+/// The Ethernet header a GRE fanout member reads before the IPv4 packet.
+const ETH_HLEN: usize = 14;
 
 /// "Too big" replies (ICMP) a worker sends per second, and its burst.
 const TOO_BIG_REPLIES: f64 = 100.0;
@@ -282,9 +285,11 @@ impl Worker {
         let shared = self.shared.clone();
         let c = &shared.counters;
         let wc = &shared.workers[self.id];
-        let fd = match (&self.gre_rx, &shared.gre) {
-            (Some(rx), _) => rx.fd(),
-            (None, Some(raw)) => raw.fd(),
+        // A fanout member reads virtio-net and Ethernet headers before the IPv4 packet; the
+        // raw socket reads the packet alone. Either way the IPv4 header lands at `ip_at`.
+        let (fd, recv_at, ip_at) = match (&self.gre_rx, &shared.gre) {
+            (Some(rx), _) => (rx.fd(), RX_HEADROOM - vnet_hdr::LEN, RX_HEADROOM + ETH_HLEN),
+            (None, Some(raw)) => (raw.fd(), RX_HEADROOM, RX_HEADROOM),
             (None, None) => return true,
         };
         let mut taken = 0;
@@ -293,7 +298,7 @@ impl Worker {
             if taken >= GRE_BUDGET {
                 break false;
             }
-            let n = match self.batch.recv_mmsg(fd, RX_HEADROOM) {
+            let n = match self.batch.recv_mmsg(fd, recv_at) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // A TCP stream is being joined: the rest of its burst is on its way.
@@ -315,7 +320,7 @@ impl Worker {
             wc.rx_calls.fetch_add(1, Relaxed);
             wc.gre_rx_packets.fetch_add(n as u64, Relaxed);
             for slot in 0..n {
-                self.gre_packet(fib, slot, now);
+                self.gre_packet(fib, slot, recv_at, ip_at, now);
             }
             // Frames still being joined move out of the receive slots, which are received into
             // next; what cannot move leaves now.
@@ -340,16 +345,19 @@ impl Worker {
         dry
     }
 
-    /// Decapsulate the GRE packet in `slot` and forward its frame.
-    fn gre_packet(&mut self, fib: &Fib, slot: usize, now: u64) {
+    /// Decapsulate the GRE packet in `slot` (read at `recv_at`, its IPv4 header at `ip_at`,
+    /// after the kernel's virtio-net header if `ip_at` leaves room for one) and forward its
+    /// frame.
+    fn gre_packet(&mut self, fib: &Fib, slot: usize, recv_at: usize, ip_at: usize, now: u64) {
         let c = &self.shared.counters;
         let n = self.batch.lens[slot];
-        if n > RX_BUF_LEN - RX_HEADROOM {
-            // Cut short: no IPv4 packet is this long, so it is not one of ours.
+        if n > RX_BUF_LEN - recv_at || n < ip_at - recv_at {
+            // Cut short (no IPv4 packet is this long), or shorter than its link headers.
             c.gre_rx_malformed.fetch_add(1, Relaxed);
             return;
         }
-        let d = match decap(&self.batch.bufs[slot][RX_HEADROOM..RX_HEADROOM + n]) {
+        let buf = &self.batch.bufs[slot];
+        let d = match decap(&buf[ip_at..recv_at + n]) {
             Ok(d) => d,
             Err(decap::DecapError::Gre(cloudrack_wire::gre::GreError::BadChecksum)) => {
                 c.gre_rx_bad_checksum.fetch_add(1, Relaxed);
@@ -361,6 +369,25 @@ impl Worker {
                 return;
             }
         };
+        // Segments the host's GRO already joined come as one packet with a partial checksum,
+        // which only the kernel's virtio-net header tells.
+        let mut vnet = d.vnet;
+        if ip_at > recv_at {
+            let kernel = VnetHdr::parse(&buf[recv_at..]).unwrap_or_default();
+            let link = &buf[recv_at + vnet_hdr::LEN..recv_at + n];
+            match tunnel::inner_offload(&kernel, link, ip_at - recv_at - vnet_hdr::LEN + d.inner.start) {
+                Ok(None) => {}
+                Ok(Some(h)) if vnet.is_none() => {
+                    c.gre_rx_joined_by_host.fetch_add(1, Relaxed);
+                    vnet = Some(h);
+                }
+                Ok(Some(_)) | Err(_) => {
+                    c.gre_rx_malformed.fetch_add(1, Relaxed);
+                    debug!(?kernel, "dropped a GRE packet with offload metadata we cannot use");
+                    return;
+                }
+            }
+        }
         let Some(tunnel) = fib
             .tunnel_by_remote
             .get(&(d.src, d.key))
@@ -377,10 +404,10 @@ impl Worker {
             key: tunnel.key,
             is_static: tunnel.is_static,
         };
-        let off = RX_HEADROOM + d.inner.start;
+        let off = ip_at + d.inner.start;
         let offer = self
             .gro
-            .offer(&mut self.batch.bufs, slot, off, len, source, d.vnet.is_none());
+            .offer(&mut self.batch.bufs, slot, off, len, source, vnet.is_none());
         if let Some(r) = offer.flushed {
             self.forward_joined(fib, r, now);
         }
@@ -392,7 +419,7 @@ impl Worker {
                     debug!(remote = %d.src, "TCP segment from a tunnel with a bad checksum: not coalesced");
                 }
                 let ingress = tunnel_ingress(source);
-                self.forward(fib, ingress, d.vnet.unwrap_or_default(), slot, off, len, now);
+                self.forward(fib, ingress, vnet.unwrap_or_default(), slot, off, len, now);
             }
         }
     }

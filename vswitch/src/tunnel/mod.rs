@@ -10,7 +10,7 @@ pub mod pmtu;
 pub mod socket;
 
 pub use claim::GreClaim;
-pub use decap::{decap, DecapError, Decapped};
+pub use decap::{decap, inner_offload, DecapError, Decapped};
 pub use fanout::{GreRx, GreRxGroup};
 pub use pmtu::{PathMtu, PmtuTable};
 pub use socket::GreSocket;
