@@ -18,10 +18,11 @@ use thiserror::Error;
 
 /// Transparent Ethernet Bridging: the payload is a whole Ethernet frame.
 pub const PROTO_TEB: u16 = 0x6558;
-/// Cloud Rack's own payload between its hosts: a virtio-net header (10 bytes, little-endian)
-/// followed by an Ethernet frame, so TCP super-frames cross a tunnel whole with their offload
-/// metadata (the underlay fragments and reassembles them). 0x88B5 is IEEE 802's "local
-/// experimental EtherType 1", reserved for private protocols; peers that do not know it drop it.
+/// The payload older Cloud Rack hosts sent each other: a virtio-net header (10 bytes,
+/// little-endian) followed by an Ethernet frame, so TCP super-frames crossed a tunnel whole
+/// with their offload metadata (and the underlay fragmented them). Still accepted on receive;
+/// no longer sent: every packet is plain Ethernet over GRE, cut to the path MTU. 0x88B5 is
+/// IEEE 802's "local experimental EtherType 1", reserved for private protocols.
 pub const PROTO_OFFLOAD: u16 = 0x88b5;
 /// IPv4 protocol number of GRE.
 pub const IPPROTO_GRE: i32 = 47;

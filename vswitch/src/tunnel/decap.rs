@@ -36,7 +36,8 @@ pub struct Decapped {
     pub vnet: Option<VnetHdr>,
 }
 
-/// Accept only the offload headers our own sender makes, with offsets inside the frame: what
+/// Accept only the offload headers Cloud Rack makes (older hosts sent super-frames with one,
+/// and the host's GRO yields one, see `inner_offload`), with offsets inside the frame: what
 /// reaches a port's kernel must be well-formed.
 fn check_offload(h: &VnetHdr, frame_len: usize) -> Result<(), DecapError> {
     if !matches!(

@@ -7,7 +7,8 @@
 //! program, [`flow_hash`](super::flow_hash), that reads Ethernet-over-GRE and our offload
 //! super-frames alike), so the flows between two hosts spread over the workers, each kept in
 //! order on one. PACKET_FANOUT_FLAG_DEFRAG reassembles IPv4 fragments before
-//! the choice, so a super-frame that crossed the underlay in fragments arrives whole, on one
+//! the choice, so a packet a peer let fragment (Cloud Rack no longer does; older hosts sent
+//! super-frames so, and some GRE peers may) arrives whole, on one
 //! socket. A classic BPF filter keeps everything but IPv4 GRE to our underlay address out.
 //!
 //! The sockets listen to every protocol (ETH_P_ALL), so the kernel hands them each packet

@@ -29,8 +29,8 @@ impl GreSocket {
         )?;
         sock.set_nonblocking(true)?;
         sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
-        // Reassembled super-frames are costly in buffer accounting (each fragment keeps its own
-        // buffer): a small receive buffer drops whole 64 KB frames. Root may exceed rmem_max.
+        // Large buffers for bursts of segments (and, on the raw-receive fallback, fragmented
+        // packets from peers that fragment). Root may exceed rmem_max.
         for (opt, size) in [(libc::SO_RCVBUFFORCE, 64 << 20), (libc::SO_SNDBUFFORCE, 16 << 20)] {
             if crate::os::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
                 let _ = sock.set_recv_buffer_size(size as usize);
