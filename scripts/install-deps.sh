@@ -2,12 +2,13 @@
 # Install what Cloud Rack's build, tests and demo need on a fresh Debian machine (as root):
 # iproute2/ethtool for namespaces, tcpdump/tshark for captures, Open vSwitch (userspace) and
 # its ovs-ofctl as the interoperability peer, os-ken (a third-party OpenFlow 1.3 controller),
-# iperf3 for the demo, etcd (server and etcdctl) for the control-plane tests, protoc and its
-# well-known .proto files (libprotobuf-dev; protoc alone lacks google/protobuf/descriptor.proto)
-# for the etcd client's generated code. Idempotent and quiet.
+# iperf3 for the demo, etcd (server and etcdctl) for the control-plane tests, nftables (the lossy
+# WAN's random drop in tests and bench), protoc and its well-known .proto files (libprotobuf-dev;
+# protoc alone lacks google/protobuf/descriptor.proto) for the etcd client's generated code.
+# Idempotent and quiet.
 set -euo pipefail
 need=()
-for pkg in iproute2 iputils-ping iputils-arping ethtool tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps openssl etcd-server etcd-client protobuf-compiler libprotobuf-dev python3-os-ken; do
+for pkg in iproute2 iputils-ping iputils-arping ethtool nftables tcpdump tshark iperf3 python3 openvswitch-switch openvswitch-common procps openssl etcd-server etcd-client protobuf-compiler libprotobuf-dev python3-os-ken; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

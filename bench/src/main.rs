@@ -4,6 +4,7 @@
 mod cpu;
 mod flood;
 mod iperf;
+mod lossy;
 mod migration;
 mod ofclient;
 mod openflow;
@@ -47,6 +48,10 @@ enum Cmd {
     /// forwarding, a two-table 1,000-rule ACL, and 100,000 installed flows (FLOW_MOD rate to
     /// the barrier, then forwarding again).
     Openflow(openflow::OpenflowArgs),
+    /// TCP between VMs on two hosts across a routed WAN that loses packets (a rate-limited
+    /// router dropping a random share of what it forwards), cloudrack side by side with the
+    /// kernel (bridges + VXLAN), at several loss rates.
+    LossyWan(lossy::LossyArgs),
     /// Thousands of simulated switches (OpenFlow 1.3 + TCCS over TCP) against one real
     /// controller: registrations/s, PACKET_IN -> FLOW_MOD latency, MAC move -> re-pointed,
     /// controller CPU and memory per 1,000 hosts and per 100,000 MACs.
@@ -126,6 +131,13 @@ fn main() {
                 2
             }
         },
+        Cmd::LossyWan(a) => match catching(|| lossy::run(a)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cloudrack-bench: {e}");
+                2
+            }
+        },
         Cmd::Scale(a) => match catching(|| scale::run(a)) {
             Ok(code) => code,
             Err(e) => {
@@ -183,6 +195,7 @@ fn settings(a: &DatapathArgs) -> Result<Settings, String> {
         testbed: TestbedOptions {
             wan_mtu: a.wan_mtu,
             workers: a.workers,
+            routed_rate: None,
         },
         json_path,
     })

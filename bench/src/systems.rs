@@ -11,7 +11,7 @@
 //!
 //! `cloudrack` and `ovs` also have a second VM on host 0 for same-host measurements.
 
-use cloudrack_tests::{ping, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm};
+use cloudrack_tests::{ping, vm_ns, wait_until, Cluster, HostNet, Netns, OvsHost, TestLogs, Vm, Wan};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -100,6 +100,24 @@ pub struct TestbedOptions {
     pub wan_mtu: u32,
     /// `--workers` for cloudrack-switch (its default if `None`).
     pub workers: Option<u32>,
+    /// Hosts in subnets of their own behind a router limited to this rate (tc's syntax, e.g.
+    /// `1gbit`), segmenting in software what they send, instead of one bridge; loss is set
+    /// on the router per measurement (`Testbed::wan`).
+    pub routed_rate: Option<String>,
+}
+
+/// The two hosts of a testbed: on one WAN bridge, or behind a rate-limited router with the
+/// hosts' WAN links segmenting in software (so the router sees wire-sized packets).
+fn two_hosts(opts: &TestbedOptions) -> HostNet {
+    let Some(rate) = &opts.routed_rate else {
+        return HostNet::with_wan_mtu(2, opts.wan_mtu);
+    };
+    let net = HostNet::routed(2, opts.wan_mtu);
+    net.wan.limit_rate(rate);
+    for h in &net.hosts {
+        cloudrack_tests::segment_in_software(&h.ns, &h.wan_if);
+    }
+    net
 }
 
 /// The VM pair of one placement: client → server.
@@ -169,6 +187,14 @@ impl Testbed {
 
     pub fn datapath_cpu(&self) -> &DatapathCpu {
         &self.dp_cpu
+    }
+
+    /// The WAN between the hosts (the router of a routed testbed, where loss is set).
+    pub fn wan(&self) -> &Wan {
+        match &self.inner {
+            Inner::Cloudrack(c) => &c.net.wan,
+            Inner::Ovs { _net, .. } | Inner::Linux { _net } => &_net.wan,
+        }
     }
 
     /// Datapath threads that forward frames, where that number means something.
@@ -354,8 +380,8 @@ fn pmd_threads(pid: u32) -> u32 {
 }
 
 fn setup_cloudrack(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
-    // Cluster::start builds a 1500-byte WAN; this is the same sequence with our WAN MTU.
-    let net = HostNet::with_wan_mtu(2, opts.wan_mtu);
+    // Cluster::start builds a 1500-byte WAN; this is the same sequence with our WAN.
+    let net = two_hosts(opts);
     let mut c = Cluster::new(net, &[]);
     c.start_controller();
     let workers = opts.workers.map(|w| w.to_string());
@@ -399,7 +425,7 @@ fn offloads_off(vm: &Vm) {
 }
 
 fn setup_ovs(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
-    let net = HostNet::with_wan_mtu(2, opts.wan_mtu);
+    let net = two_hosts(opts);
     let mut hosts = Vec::new();
     for i in 0..2 {
         let h = &net[i];
@@ -441,7 +467,7 @@ fn enslave(ns: &Netns, ifname: &str) {
 }
 
 fn setup_kernel(opts: &TestbedOptions, logs: TestLogs) -> Testbed {
-    let net = HostNet::with_wan_mtu(2, opts.wan_mtu);
+    let net = two_hosts(opts);
     let id = VNET.to_string();
     for i in 0..2 {
         let h = &net[i];

@@ -16,28 +16,30 @@
 //! - A cached translation gives the same program as a fresh one.
 //! - `segment` calls `emit` once per segment it counts; every segment fits the limit and has
 //!   a valid IPv4 header checksum and L4 checksum.
-//! - Every piece `split` makes fits the limit, its checksum can be finished, a GSO piece can be
-//!   segmented, and a Cloud Rack peer's `decap` accepts it with its offload header.
+//! - `segment_parts` (what a tunnel sends) gives the same segments without copying them.
+//! - The segments of a batch, coalesced as a receiving switch does (`dp::gro`), come out as
+//!   frames that each hold segments once, in order, and whose checksums verify once the
+//!   partial checksum of a joined frame is finished.
 
 #![no_main]
 
 use cloudrack_fuzz::Control;
-use cloudrack_vswitch::dp::fib::{FastMap, FloodSet, Mac, Tunnel};
-use cloudrack_vswitch::dp::offload::{complete_checksum, segment, split};
+use cloudrack_vswitch::dp::fib::{FastMap, FloodSet, Mac};
+use cloudrack_vswitch::dp::gro::{Gro, Source, Step};
+use cloudrack_vswitch::dp::offload::{complete_checksum, segment, segment_parts};
 use cloudrack_vswitch::dp::security::{is_multicast, macs, source_allowed};
 use cloudrack_vswitch::pipeline::cache::FlowCache;
 use cloudrack_vswitch::pipeline::execute::{execute, ExecDrop, Scratch, Sink, ToController};
 use cloudrack_vswitch::pipeline::key::extract;
 use cloudrack_vswitch::pipeline::xlate::{l2_location, translate, Origin, PortRole, Ports};
 use cloudrack_vswitch::pipeline::{normal_table_miss, Pipeline};
+use cloudrack_vswitch::port::batch::BATCH;
 use cloudrack_vswitch::port::RX_BUF_LEN;
-use cloudrack_vswitch::tunnel::decap;
-use cloudrack_wire::gre::{self, fold, sum_words};
+use cloudrack_wire::gre::{fold, sum_words};
 use cloudrack_wire::ofp::{Action, FlowMod, Instruction, Match, Oxm};
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 const A: Mac = [2, 0, 0, 0, 0, 0xa];
@@ -134,6 +136,9 @@ fn ingress(b: u8) -> (u32, u32) {
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; RX_BUF_LEN]);
     static CACHE: RefCell<FlowCache> = RefCell::new(FlowCache::default());
+    /// A receive batch's slots, for coalescing.
+    static SLOTS: RefCell<Vec<Box<[u8]>>> =
+        RefCell::new((0..BATCH).map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice()).collect());
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -227,80 +232,74 @@ fn check_offloads(frame: &[u8], hdr: &VnetHdr, max_frame: usize, scratch: &mut [
         assert_eq!(copy.len(), frame.len());
     }
 
-    let mut emitted = 0;
+    let mut segments = Vec::new();
     let r = segment(frame, hdr, max_frame, scratch, |seg| {
-        emitted += 1;
         assert!(
             max_frame == 0 || seg.len() <= max_frame,
             "{}-byte segment over the {max_frame} limit",
             seg.len()
         );
         verify_checksums(seg);
+        segments.push(seg.to_vec());
     });
     if let Ok(n) = r {
-        assert_eq!(n, emitted, "segment counted {n} segments but emitted {emitted}");
-    }
-
-    let mut pieces = Vec::new();
-    let r = split(frame, hdr, max_frame, scratch, |p, h| pieces.push((p.to_vec(), *h)));
-    let Ok(n) = r else { return };
-    assert_eq!(n, pieces.len(), "split counted {n} pieces but emitted {}", pieces.len());
-    for (mut piece, h) in pieces {
-        assert!(
-            piece.len() <= max_frame,
-            "{}-byte piece over the {max_frame} limit",
-            piece.len()
+        assert_eq!(
+            n,
+            segments.len(),
+            "segment counted {n} segments but emitted {}",
+            segments.len()
         );
-        assert!(usize::from(h.hdr_len) <= piece.len(), "hdr_len beyond the piece");
-        accepted_by_peer(&piece, &h);
-        if h.is_gso() {
-            let mut segs = 0;
-            segment(&piece, &h, 0, scratch, |seg| {
-                segs += 1;
-                verify_checksums(seg);
-            })
-            .unwrap_or_else(|e| panic!("a GSO piece from split cannot be segmented: {e}"));
-            assert!(segs > 1, "a GSO piece of one segment");
-        }
-        complete_checksum(&mut piece, &h).unwrap_or_else(|e| panic!("a piece from split cannot be finished: {e}"));
-        verify_checksums(&piece);
     }
+    let mut parts = Vec::new();
+    let r2 = segment_parts(frame, hdr, max_frame, |h, p| parts.push([h, p].concat()));
+    assert_eq!(
+        r.is_ok(),
+        r2.is_ok(),
+        "segment and segment_parts disagree: {r:?} / {r2:?}"
+    );
+    assert!(parts == segments, "segment_parts gave other segments than segment");
+    segments.truncate(BATCH);
+    SLOTS.with(|s| check_coalesced(&segments, &mut s.borrow_mut()));
 }
 
-/// What a Cloud Rack peer does with a piece sent with its offload header: `decap` must take it.
-fn accepted_by_peer(piece: &[u8], h: &VnetHdr) {
-    let tunnel = Tunnel::new(9, Ipv4Addr::new(198, 18, 0, 2), 5, 2, false, 0, true);
-    let Ok(total) = u16::try_from(20 + tunnel.offload_header.len() + vnet_hdr::LEN + piece.len()) else {
-        return;
+/// Coalesce `segments` as one receive batch from one tunnel: every segment leaves once, in
+/// order within its flow, and every frame's checksums verify once finished.
+fn check_coalesced(segments: &[Vec<u8>], slots: &mut [Box<[u8]>]) {
+    const AT: usize = 44;
+    let source = Source {
+        port_no: 0x4001,
+        key: 7,
+        is_static: false,
     };
-    let mut p = vec![0x45, 0];
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&[
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        gre::IPPROTO_GRE as u8,
-        0,
-        0,
-        198,
-        18,
-        0,
-        1,
-        198,
-        18,
-        0,
-        2,
-    ]);
-    p.extend_from_slice(&tunnel.offload_header);
-    let mut hb = [0u8; vnet_hdr::LEN];
-    h.emit(&mut hb);
-    p.extend_from_slice(&hb);
-    p.extend_from_slice(piece);
-    let d = decap(&p).unwrap_or_else(|e| panic!("the peer refuses a piece from split ({h:?}): {e}"));
-    assert_eq!(d.vnet, Some(*h));
-    assert_eq!(&p[d.inner], piece);
+    let mut gro = Gro::new();
+    let mut out = Vec::new();
+    let take = |slots: &[Box<[u8]>], r: cloudrack_vswitch::dp::gro::Ready| {
+        let mut f = slots[r.slot][r.off..r.off + r.len].to_vec();
+        if r.segments > 1 {
+            complete_checksum(&mut f, &r.vnet).unwrap_or_else(|e| panic!("a joined frame cannot be finished: {e}"));
+            verify_checksums(&f);
+        }
+        r.segments
+    };
+    for (i, seg) in segments.iter().enumerate() {
+        slots[i][AT..AT + seg.len()].copy_from_slice(seg);
+        let o = gro.offer(slots, i, AT, seg.len(), source, true);
+        if let Some(r) = o.flushed {
+            out.push(take(slots, r));
+        }
+        if matches!(o.step, Step::Pass | Step::PassCorrupt) {
+            assert_eq!(o.step, Step::Pass, "a segment from `segment` failed its checksum");
+            out.push(1);
+        }
+    }
+    while let Some(r) = gro.pop(slots) {
+        out.push(take(slots, r));
+    }
+    assert_eq!(
+        out.iter().sum::<u32>() as usize,
+        segments.len(),
+        "segments lost or doubled"
+    );
 }
 
 /// Checks a frame that `segment` or `complete_checksum` finished, with a parser of its own:

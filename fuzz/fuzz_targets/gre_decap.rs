@@ -6,14 +6,14 @@
 //! - A parsed `GreRepr` emitted in front of the same payload parses back to the same repr and
 //!   payload, and the header bytes are the received ones except the checksum word (ones'
 //!   complement has two zeros, 0x0000 and 0xffff, and Reserved1 is not checked on receive).
-//! - A decapsulated frame re-encapsulated the way the switch sends it (outer IPv4, the tunnel's
-//!   prebuilt keyed header, the offload header if there was one) decapsulates to the same key,
-//!   frame and offload header.
+//! - A decapsulated frame re-encapsulated the way it was sent (outer IPv4, the tunnel's
+//!   prebuilt keyed header, or the offload header of an older Cloud Rack host if there was
+//!   one) decapsulates to the same key, frame and offload header.
 
 #![no_main]
 
 use cloudrack_vswitch::dp::fib::Tunnel;
-use cloudrack_vswitch::tunnel::decap;
+use cloudrack_vswitch::tunnel::{decap, PathMtu};
 use cloudrack_wire::gre::{self, GrePacket, GreRepr};
 use cloudrack_wire::vnet_hdr;
 use libfuzzer_sys::fuzz_target;
@@ -76,9 +76,16 @@ fn check_decap(packet: &[u8]) {
 
     // What the sender on the other host would emit for this frame (the kernel adds the IPv4
     // header of a raw socket's packet; we write a plain 20-byte one).
-    let tunnel = Tunnel::new(1, d.src, d.key, 0, false, 0, true);
+    let tunnel = Tunnel::new(1, d.src, d.key, 0, false, 0, PathMtu::fixed(1500));
+    // Super-frames with an offload header come only from older Cloud Rack hosts now.
     let gre_header = if d.vnet.is_some() {
-        tunnel.offload_header
+        let mut h = [0u8; gre::KEYED_LEN];
+        GreRepr {
+            protocol: gre::PROTO_OFFLOAD,
+            ..GreRepr::keyed_ethernet(d.key)
+        }
+        .emit(&mut h);
+        h
     } else {
         tunnel.header
     };

@@ -30,6 +30,7 @@ mod cluster;
 mod control;
 pub mod differential;
 mod etcd;
+mod impair;
 mod logs;
 mod netns;
 mod ofpeer;
@@ -50,6 +51,7 @@ pub use control::{
     Placement,
 };
 pub use etcd::{EtcdCluster, ETCD_CLIENT_PORT};
+pub use impair::segment_in_software;
 pub use logs::{
     current_test_dir, harness_tmp_root, print_log_tail, register_log, scratch_dir, tail_file, test_logs_active,
     TempDir, TestLogs, LOG_TAIL_LINES,

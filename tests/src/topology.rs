@@ -10,12 +10,14 @@ use crate::util::{sanitize_name, unique_tag};
 /// Name of the underlay interface [`HostNet`] gives every host.
 pub const WAN_IF: &str = "wan0";
 
-/// A Linux bridge `br0` inside a namespace of its own: the underlay network
-/// (198.18.0.0/15) that hosts are attached to.
+/// The underlay network (198.18.0.0/15) that hosts are attached to, in a namespace of its own:
+/// a Linux bridge `br0` (one subnet), or a router (a subnet per host, see
+/// [`HostNet::routed`]).
 #[derive(Debug)]
 pub struct Wan {
     ns: Netns,
     next_port: AtomicU32,
+    routed: bool,
 }
 
 impl Wan {
@@ -28,7 +30,45 @@ impl Wan {
         Wan {
             ns,
             next_port: AtomicU32::new(0),
+            routed: false,
         }
+    }
+
+    /// Creates a WAN namespace that routes between the hosts' subnets instead of bridging.
+    pub fn router() -> Wan {
+        let ns = Netns::new("crrtr");
+        ns.run(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        Wan {
+            ns,
+            next_port: AtomicU32::new(0),
+            routed: true,
+        }
+    }
+
+    /// Whether this WAN is a router (else a bridge).
+    pub fn is_routed(&self) -> bool {
+        self.routed
+    }
+
+    /// Connects `host` to the router: a veth pair whose router end gets `gateway_cidr` and
+    /// whose other end is `ifname` in `host` with `ip_cidr` and the default route via the
+    /// gateway, both up. Returns the router-side port name.
+    pub fn attach_routed(&self, host: &Netns, ifname: &str, ip_cidr: &str, gateway_cidr: &str) -> String {
+        assert!(self.routed, "attach_routed on a bridged WAN");
+        let port = format!("p{}", self.next_port.fetch_add(1, Ordering::Relaxed));
+        veth_into(&self.ns, &port, host, ifname);
+        add_addr(&self.ns, &port, gateway_cidr);
+        add_addr(host, ifname, ip_cidr);
+        let gateway = gateway_cidr.split('/').next().unwrap_or(gateway_cidr);
+        host.ip(&["route", "add", "default", "via", gateway, "dev", ifname]);
+        port
+    }
+
+    /// The router-side (or bridge-side) ports, in the order hosts were attached.
+    pub fn ports(&self) -> Vec<String> {
+        (0..self.next_port.load(Ordering::Relaxed))
+            .map(|i| format!("p{i}"))
+            .collect()
     }
 
     /// The WAN's namespace (e.g. to capture on [`bridge`](Self::bridge)).
@@ -45,6 +85,7 @@ impl Wan {
     /// the bridge and whose other end is `ifname` in `host`, with address
     /// `ip_cidr` (none if empty), both up. Returns the WAN-side port name.
     pub fn attach(&self, host: &Netns, ifname: &str, ip_cidr: &str) -> String {
+        assert!(!self.routed, "attach on a routed WAN: use attach_routed");
         let port = format!("p{}", self.next_port.fetch_add(1, Ordering::Relaxed));
         veth_into(&self.ns, &port, host, ifname);
         self.ns.ip(&["link", "set", "dev", &port, "master", "br0"]);
@@ -101,15 +142,33 @@ impl HostNet {
         Self::build(n_hosts, Some(mtu))
     }
 
+    /// `n` hosts, each in a subnet of its own behind one router (the WAN namespace, which
+    /// forwards): host `i` is 198.18.(1+i).1/24 on `wan0` with its default route via the
+    /// router's 198.18.(1+i).254. Every link, both ends, gets MTU `mtu`. For impairments
+    /// (rate limits, loss, a smaller MTU further on) see `Wan::limit_rate`,
+    /// `Wan::set_loss_per_million`, `Wan::set_port_mtu` and [`crate::segment_in_software`].
+    pub fn routed(n_hosts: usize, mtu: u32) -> HostNet {
+        Self::build_on(Wan::router(), n_hosts, Some(mtu))
+    }
+
     fn build(n_hosts: usize, mtu: Option<u32>) -> HostNet {
+        Self::build_on(Wan::new(), n_hosts, mtu)
+    }
+
+    fn build_on(wan: Wan, n_hosts: usize, mtu: Option<u32>) -> HostNet {
         assert!((1..=250).contains(&n_hosts), "HostNet supports 1..=250 hosts");
-        let wan = Wan::new();
         let mut hosts = Vec::with_capacity(n_hosts);
         for i in 0..n_hosts {
             let ns = Netns::new(&format!("crh{i}"));
-            let underlay_ip = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
+            let (underlay_ip, wan_port) = if wan.is_routed() {
+                let ip = Ipv4Addr::new(198, 18, 1 + i as u8, 1);
+                let gateway = format!("198.18.{}.254/24", 1 + i);
+                (ip, wan.attach_routed(&ns, WAN_IF, &format!("{ip}/24"), &gateway))
+            } else {
+                let ip = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
+                (ip, wan.attach(&ns, WAN_IF, &format!("{ip}/24")))
+            };
             let underlay_cidr = format!("{underlay_ip}/24");
-            let wan_port = wan.attach(&ns, WAN_IF, &underlay_cidr);
             if let Some(mtu) = mtu {
                 set_mtu(&wan.ns, &wan_port, mtu);
                 set_mtu(&ns, WAN_IF, mtu);

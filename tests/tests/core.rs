@@ -13,7 +13,8 @@ fn tunnels(c: &Cluster, host: usize) -> Vec<serde_json::Value> {
 
 /// Ping across hosts (ARP resolved across hosts with no static entries), a verified 50 MB TCP
 /// transfer between a veth VM and a tap VM on different hosts, GRE on the WAN with the key of
-/// the virtual network, and tunnels that exist only once traffic needs them.
+/// the virtual network, every GRE packet a whole one (DF, within the MTU, no fragments), and
+/// tunnels that exist only once traffic needs them.
 #[test]
 fn vms_on_three_hosts_talk_over_gre() {
     let _logs = TestLogs::new("vms_on_three_hosts_talk_over_gre");
@@ -69,10 +70,22 @@ fn vms_on_three_hosts_talk_over_gre() {
     println!("cross-host TCP (veth VM -> veth VM, offloads on): 50 MiB in {elapsed:?} = {mbps:.0} Mbit/s");
 
     cap.stop();
-    let keys = cap.decode("gre", &["gre.key", "gre.proto", "eth.type"]);
+    // Fields of the outer IPv4 header come first where the inner frame is IPv4 too.
+    let keys = cap.decode(
+        "gre",
+        &[
+            "gre.key",
+            "gre.proto",
+            "eth.type",
+            "ip.flags.df",
+            "ip.flags.mf",
+            "ip.frag_offset",
+            "ip.len",
+        ],
+    );
     let lines: Vec<&str> = keys.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no GRE on the WAN");
-    let (mut ethernet, mut offloaded) = (0, 0);
+    let outer = |f: &str| tshark_num(f.split(',').next().unwrap_or(""));
     for l in &lines {
         let f: Vec<&str> = l.split('\t').collect();
         assert_eq!(
@@ -80,23 +93,21 @@ fn vms_on_three_hosts_talk_over_gre() {
             Some(vnet as u64),
             "GRE key is not the network id: {l}"
         );
-        match tshark_num(f[1]) {
-            // Ethernet over GRE: tshark decodes the inner frame.
-            Some(0x6558) => {
-                assert!(
-                    f.get(2).is_some_and(|t| !t.is_empty()),
-                    "inner Ethernet not decoded: {l}"
-                );
-                ethernet += 1;
-            }
-            // Offloaded super-frames between Cloud Rack hosts (virtio-net header + Ethernet).
-            Some(0x88b5) => offloaded += 1,
-            _ => panic!("unexpected GRE protocol: {l}"),
-        }
+        // Ethernet over GRE, which tshark decodes, and nothing else (no offload format).
+        assert_eq!(tshark_num(f[1]), Some(0x6558), "not Ethernet over GRE: {l}");
+        assert!(
+            f.get(2).is_some_and(|t| !t.is_empty()),
+            "inner Ethernet not decoded: {l}"
+        );
+        // Every packet whole, with DF, within the 1500-byte underlay: the TCP transfers'
+        // super-frames were cut into segments, not left to IP fragmentation.
+        assert_eq!(outer(f[3]), Some(1), "outer DF not set: {l}");
+        assert_eq!((outer(f[4]), outer(f[5])), (Some(0), Some(0)), "an outer fragment: {l}");
+        assert!(outer(f[6]).is_some_and(|n| n <= 1500), "over the underlay MTU: {l}");
     }
-    assert!(ethernet > 0, "no Ethernet-over-GRE packet (the pings) on the WAN");
     println!(
-        "GRE on the WAN, all key {vnet}: {ethernet} Ethernet (0x6558), {offloaded} offloaded super-frames (0x88b5)"
+        "GRE on the WAN: {} packets, all key {vnet}, Ethernet over GRE, DF set, none over 1500 bytes",
+        lines.len()
     );
 
     // Nothing malformed was counted along the way.

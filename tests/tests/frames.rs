@@ -1,6 +1,9 @@
 //! Every port kind carries every frame size intact, offloads left on: veth (`system`) and
 //! switch-owned tap ports, same host and across a GRE tunnel, frames of 64, 1458, 1500, 9000 and
-//! 65000 bytes (the VM interfaces get an MTU that allows them), plus offloaded TCP.
+//! 65000 bytes (the VM interfaces get an MTU that allows them), plus offloaded TCP. Across a
+//! tunnel, a datagram over the path MTU is first answered with ICMP "fragmentation needed" (the
+//! switch does not fragment what the VM sent with DF); the VM learns the path MTU, fragments
+//! the retry, and the fragments cross as whole GRE packets.
 //! Not a timing test: it checks bytes, not speed.
 
 use cloudrack_tests::*;
@@ -110,5 +113,9 @@ fn every_port_kind_carries_every_frame_size() {
         let s = c.ctl_json(h, &["stats"]);
         assert_eq!(s["datapath"]["drop_offload"], 0, "host {h}: {s}");
         assert_eq!(s["datapath"]["gre_rx_malformed"], 0, "host {h}: {s}");
+        assert!(
+            s["datapath"]["icmp_too_big_sent"].as_u64().unwrap_or(0) >= 1,
+            "host {h} never told a VM the path MTU: {s}"
+        );
     }
 }

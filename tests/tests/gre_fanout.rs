@@ -1,7 +1,8 @@
 //! GRE receive over several workers (`--workers 2`): the receiving switch reads GRE on one
 //! AF_PACKET fanout socket per worker. Many UDP flows cross the tunnel; every datagram is
 //! numbered, and the receiver checks that none arrives twice, that both workers received GRE,
-//! and that a 65 000-byte frame (fragmented on the 1500-byte underlay) still arrives whole;
+//! and that a 65 000-byte datagram from a VM whose MTU allows it still arrives whole (the first
+//! is answered with ICMP "fragmentation needed", the VM learns the path MTU and fragments);
 //! and that the raw-socket fallback (`--gre-raw-receive`) still carries traffic. Also: the
 //! workers of `--cpu-pin LIST` run only on the listed CPU.
 
@@ -88,7 +89,8 @@ fn gre_is_spread_over_workers_and_never_duplicated() {
         "more GRE packets than sent: {per_worker:?}"
     );
 
-    // A 65 000-byte frame crosses the 1500-byte underlay in ~45 fragments and arrives whole.
+    // A 65 000-byte datagram: the first one, DF set, is answered with ICMP "fragmentation
+    // needed"; the VM then fragments it to the path MTU and it arrives whole.
     let want: Vec<u8> = (0..65_000 - 42).map(|i| (i as u8).wrapping_mul(7)).collect();
     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut ok = false;
@@ -105,6 +107,11 @@ fn gre_is_spread_over_workers_and_never_duplicated() {
         }
     }
     assert!(ok, "the 65 000-byte frame never arrived");
+    let s = c.ctl_json(0, &["stats"]);
+    assert!(
+        s["datapath"]["icmp_too_big_sent"].as_u64().unwrap_or(0) >= 1,
+        "the VM was never told the path MTU: {s}"
+    );
     for h in 0..2 {
         let s = c.ctl_json(h, &["stats"]);
         assert_eq!(s["datapath"]["gre_rx_malformed"], 0, "host {h}: {s}");

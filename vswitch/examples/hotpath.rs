@@ -1,17 +1,19 @@
 //! A deterministic driver of the datapath's per-frame work, without I/O, for instruction
 //! counting under callgrind (see bench/PROFILE.md):
 //!
-//!   valgrind --tool=callgrind cargo-built-example decide|segment|split N
+//!   valgrind --tool=callgrind cargo-built-example decide|segment|coalesce N
 //!
 //! `decide`: the forwarding decision for N 64-byte frames against a 10 000-entry table 0 of
 //! L2 flows (what the Cloud Rack controller installs): flow key, flow cache, and on a miss the
 //! pipeline's translation, as a worker does per frame.
-//! `segment`: cutting N 64 KB TCP super-frames to the underlay MTU with full checksums (what a
-//! tunnel to an Open vSwitch peer needs). `split`: preparing N super-frames for a Cloud Rack
-//! peer (carried whole: nothing to do below 65 497 bytes; this measures the largest frames,
-//! which are split in two without summing the payload).
+//! `segment`: cutting N 64 KB TCP super-frames into segments for a tunnel with a 1500-byte
+//! path MTU: every segment's headers and full checksums, the payload left in place (what every
+//! tunnel does with a super-frame). `coalesce`: joining those segments back into one
+//! super-frame, as a receiving switch does (every segment's checksums verified, its payload
+//! copied after the first).
 
 use cloudrack_vswitch::dp::fib::Fib;
+use cloudrack_vswitch::dp::gro::{Gro, Source};
 use cloudrack_vswitch::dp::offload;
 use cloudrack_vswitch::pipeline::cache::FlowCache;
 use cloudrack_vswitch::pipeline::key::extract;
@@ -87,7 +89,7 @@ fn main() {
             }
             println!("decide: {n} frames, {outputs} outputs, {:?}", cache.stats);
         }
-        "segment" | "split" => {
+        "segment" | "coalesce" => {
             let frame = tcp_super_frame(63_712);
             let hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
@@ -97,20 +99,43 @@ fn main() {
                 csum_start: 34,
                 csum_offset: 16,
             };
-            let mut scratch = vec![0u8; 70_000];
-            let mut pieces = 0usize;
+            // The segments, each in a receive slot of its own, as a batch would hold them.
+            let mut slots: Vec<Box<[u8]>> = Vec::new();
+            let mut lens = Vec::new();
+            offload::segment_parts(&frame, &hdr, 1472, |h, p| {
+                let mut b = vec![0u8; 66_000].into_boxed_slice();
+                b[..h.len()].copy_from_slice(h);
+                b[h.len()..h.len() + p.len()].copy_from_slice(p);
+                lens.push(h.len() + p.len());
+                slots.push(b);
+            })
+            .unwrap();
+            let first_headers = slots[0][..66].to_vec();
+            let mut gro = Gro::new();
+            let source = Source {
+                port_no: 1,
+                key: 0,
+                is_static: false,
+            };
+            let mut work = 0usize;
             for _ in 0..n {
                 if what == "segment" {
-                    offload::segment(black_box(&frame), &hdr, 1472, &mut scratch, |s| pieces += s.len() & 1).unwrap();
+                    offload::segment_parts(black_box(&frame), &hdr, 1472, |h, p| work += h[50] as usize + p.len())
+                        .unwrap();
                 } else {
-                    offload::split(black_box(&frame), &hdr, 40_000, &mut scratch, |s, _| {
-                        pieces += s.len() & 1
-                    })
-                    .unwrap();
+                    // Joining rewrites only the first segment's headers: restore them.
+                    slots[0][..66].copy_from_slice(&first_headers);
+                    for (i, &len) in lens.iter().enumerate() {
+                        gro.offer(&mut slots, i, 0, len, source, true);
+                    }
+                    while let Some(r) = gro.pop(&mut slots) {
+                        assert_eq!(r.segments as usize, lens.len(), "not joined into one frame");
+                        work += r.len;
+                    }
                 }
             }
-            println!("{what}: {n} super-frames of {} bytes ({pieces})", frame.len());
+            println!("{what}: {n} super-frames of {} bytes ({work})", frame.len());
         }
-        other => panic!("unknown workload {other:?}: decide, segment or split"),
+        other => panic!("unknown workload {other:?}: decide, segment or coalesce"),
     }
 }

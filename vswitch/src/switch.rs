@@ -75,8 +75,6 @@ pub struct SwitchConfig {
     pub max_ports: usize,
     pub max_tunnels: usize,
     pub max_flows: usize,
-    /// Carry offloaded super-frames whole between Cloud Rack hosts (see `Tunnel`).
-    pub tunnel_offloads: bool,
 }
 
 /// A port as OpenFlow and the CLI describe it.
@@ -109,6 +107,8 @@ pub struct TunnelInfo {
     pub is_static: bool,
     pub idle_timeout_s: u32,
     pub idle_ms: u64,
+    /// The path MTU to the remote that GRE packets are cut to.
+    pub path_mtu: u32,
     pub counters: BTreeMap<&'static str, u64>,
 }
 
@@ -289,6 +289,7 @@ impl Switch {
             is_static: t.is_static,
             idle_timeout_s: t.idle_timeout_s,
             idle_ms: now_ms().saturating_sub(last),
+            path_mtu: t.path_mtu.get(),
             counters: t.counters.snapshot(),
         }
     }
@@ -414,8 +415,7 @@ impl Switch {
             spec.remote_dpid,
             spec.is_static,
             spec.idle_timeout_s,
-            // Controller tunnels join Cloud Rack hosts; static ones may lead to anything.
-            !spec.is_static && self.cfg.tunnel_offloads,
+            self.dp.path_mtu(spec.remote),
         ));
         // A new tunnel counts as used now, so it is not reported idle at once.
         t.counters.last_used_ms.store(now_ms(), Relaxed);

@@ -24,8 +24,11 @@ use tracing::{error, info};
         VM MAC is and installs forwarding; traffic between hosts crosses GRE tunnels (key = virtual \
         network) that the controller sets up on demand. If the controller goes away, installed \
         flows keep forwarding (fail-secure) and the switch reconnects with backoff.\n\n\
-        Set VM MTUs to the underlay MTU minus 42 (1458 on a 1500-byte underlay); larger frames \
-        still arrive, as fragmented GRE.\n\nLog level: RUST_LOG (default info)."
+        Every GRE packet is a whole IPv4 packet with DF set that fits the path MTU to its remote \
+        (learned from the kernel, which learns it from ICMP): TCP super-frames are cut into \
+        segments, and joined again on receive. Set VM MTUs to the path MTU minus 42 (1458 on a \
+        1500-byte underlay); a larger IPv4 packet that may be fragmented is, one that may not is \
+        answered with ICMP \"fragmentation needed\".\n\nLog level: RUST_LOG (default info)."
 )]
 struct Args {
     /// Controller to connect to: tls:IP:PORT (mutual TLS; needs --tls-cert, --tls-key,
@@ -76,10 +79,14 @@ struct Args {
     /// Most tunnels.
     #[arg(long, default_value_t = 4096)]
     max_tunnels: usize,
-    /// Cut offloaded (TSO/GSO) frames to the underlay MTU on every tunnel. By default they
-    /// cross tunnels to other Cloud Rack hosts whole, with their offload metadata, and the
-    /// underlay IP layer fragments them; static tunnels (e.g. to Open vSwitch) always cut.
-    #[arg(long)]
+    /// Cap on the path MTU of every tunnel, in bytes of outer IPv4 packet. The switch learns
+    /// each remote's path MTU from the kernel (the underlay route's MTU, lowered by ICMP
+    /// "fragmentation needed" from routers on the way); set this where routers drop that ICMP
+    /// (a PMTU black hole) or to leave room for another encapsulation further on.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(576..=65535))]
+    underlay_mtu: Option<u32>,
+    /// Accepted for old scripts, and ignored: offloaded frames are always cut to the path MTU.
+    #[arg(long, hide = true)]
     tunnel_mtu_segmentation: bool,
     /// Receive GRE on one raw socket read by one worker, instead of spreading it over all
     /// workers through AF_PACKET fanout on the underlay interface (the fallback the switch
@@ -207,7 +214,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let underlay_mac = sys::mac(&underlay_if).with_context(|| format!("reading the MAC of {underlay_if}"))?;
-    let underlay_mtu = sys::mtu(&underlay_if).unwrap_or(1500) as usize;
+    let underlay_mtu = sys::mtu(&underlay_if).unwrap_or(1500);
+    if args.tunnel_mtu_segmentation {
+        info!("--tunnel-mtu-segmentation is ignored: super-frames are always cut to the path MTU");
+    }
     let dpid = match &args.dpid {
         Some(h) => {
             u64::from_str_radix(h.trim_start_matches("0x"), 16).with_context(|| format!("--dpid {h:?} is not hex"))?
@@ -227,7 +237,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         gre: Some(gre),
         gre_fanout: (!args.gre_raw_receive).then(|| (underlay_if.clone(), args.underlay_ip)),
         claim_host_gre: !args.keep_host_gre,
+        underlay_ip: args.underlay_ip,
         underlay_mtu,
+        underlay_mtu_cap: args.underlay_mtu,
         packet_in_rate: args.packet_in_rate,
         packet_in_burst: args.packet_in_rate.max(10),
         cpu_pin,
@@ -240,7 +252,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_ports: args.max_ports,
             max_tunnels: args.max_tunnels,
             max_flows: args.max_flows,
-            tunnel_offloads: !args.tunnel_mtu_segmentation,
         },
         dp,
     ));
@@ -256,6 +267,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         underlay = %args.underlay_ip,
         underlay_if,
         underlay_mtu,
+        underlay_mtu_cap = ?args.underlay_mtu,
         workers = args.workers,
         controllers = ?controllers,
         "cloudrack-switch running"

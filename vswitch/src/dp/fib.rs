@@ -9,6 +9,7 @@ use super::stats::PortCounters;
 use crate::pipeline::xlate::{PortRole, Ports};
 use crate::pipeline::Pipeline;
 use crate::port::PortIo;
+use crate::tunnel::PathMtu;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -53,13 +54,11 @@ pub struct Tunnel {
     /// the controller. Broadcasts from local ports go out static tunnels.
     pub is_static: bool,
     pub idle_timeout_s: u32,
-    /// The remote is a Cloud Rack host: offloaded super-frames cross whole, with their
-    /// virtio-net header (GRE protocol `PROTO_OFFLOAD`), and the underlay fragments them.
-    /// Otherwise (static peers such as Open vSwitch) they are cut to the underlay MTU.
-    pub carries_offloads: bool,
-    /// The keyed GRE headers, built once: Ethernet, and Ethernet with offload header.
+    /// The path MTU to the remote, shared with its other tunnels: what every GRE packet must
+    /// fit (see `tunnel::pmtu`).
+    pub path_mtu: Arc<PathMtu>,
+    /// The keyed Ethernet-over-GRE header, built once.
     pub header: [u8; cloudrack_wire::gre::KEYED_LEN],
-    pub offload_header: [u8; cloudrack_wire::gre::KEYED_LEN],
     pub counters: Arc<PortCounters>,
 }
 
@@ -71,17 +70,11 @@ impl Tunnel {
         remote_dpid: u64,
         is_static: bool,
         idle_timeout_s: u32,
-        carries_offloads: bool,
+        path_mtu: Arc<PathMtu>,
     ) -> Tunnel {
-        use cloudrack_wire::gre::{GreRepr, KEYED_LEN, PROTO_OFFLOAD};
+        use cloudrack_wire::gre::{GreRepr, KEYED_LEN};
         let mut header = [0u8; KEYED_LEN];
         GreRepr::keyed_ethernet(key).emit(&mut header);
-        let mut offload_header = [0u8; KEYED_LEN];
-        GreRepr {
-            protocol: PROTO_OFFLOAD,
-            ..GreRepr::keyed_ethernet(key)
-        }
-        .emit(&mut offload_header);
         Tunnel {
             port_no,
             remote,
@@ -89,9 +82,8 @@ impl Tunnel {
             remote_dpid,
             is_static,
             idle_timeout_s,
-            carries_offloads,
+            path_mtu,
             header,
-            offload_header,
             counters: Arc::default(),
         }
     }

@@ -10,10 +10,14 @@
 //! forwarding.
 
 pub mod fib;
+pub mod gro;
+pub mod icmp;
+pub mod ipfrag;
 pub mod offload;
 pub mod output;
 pub mod security;
 pub mod stats;
+pub mod tunnel_tx;
 pub mod txq;
 mod worker;
 
@@ -26,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::tunnel::{GreClaim, GreRx, GreSocket};
+use crate::tunnel::{GreClaim, GreRx, GreSocket, PmtuTable};
 
 /// A frame for the controller.
 #[derive(Debug, Clone)]
@@ -63,8 +67,8 @@ pub struct Shared {
     pub workers: Vec<WorkerCounters>,
     /// Flow table lookups and hits, one set per worker (only its worker writes it).
     pub tables: Vec<TableCounters>,
-    /// Largest inner frame that crosses the underlay without fragmentation.
-    pub tunnel_max_frame: usize,
+    /// The path MTU to every tunnel remote.
+    pub pmtu: PmtuTable,
     pub packet_in_tx: Sender<PacketIn>,
     pub events_tx: Sender<DpEvent>,
     /// Set while a controller is connected; without one, PACKET_INs are counted, not queued.
@@ -80,6 +84,8 @@ pub struct Shared {
 pub struct Datapath {
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Refreshes the path MTUs (see `tunnel::pmtu`).
+    pmtu_thread: Option<JoinHandle<()>>,
     /// Held for its lifetime: dropping it detaches the program.
     gre_claim: Option<GreClaim>,
 }
@@ -123,7 +129,12 @@ pub struct DatapathConfig {
     /// Drop GRE to us at the underlay's tc ingress once the fanout has it (see
     /// `tunnel::claim`).
     pub claim_host_gre: bool,
-    pub underlay_mtu: usize,
+    /// The underlay address tunnels start from.
+    pub underlay_ip: std::net::Ipv4Addr,
+    /// The underlay interface's MTU: the path MTU assumed where the kernel cannot tell.
+    pub underlay_mtu: u32,
+    /// `--underlay-mtu`: a cap on every path MTU (paths whose routers drop ICMP).
+    pub underlay_mtu_cap: Option<u32>,
     pub packet_in_rate: u32,
     pub packet_in_burst: u32,
     /// Pin each worker to one CPU: `Some([])` worker N to CPU N (mod the CPU count),
@@ -186,7 +197,7 @@ impl Datapath {
             gre_rx_raw,
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             tables: (0..workers).map(|_| TableCounters::default()).collect(),
-            tunnel_max_frame: cfg.underlay_mtu.saturating_sub(crate::tunnel::OUTER_OVERHEAD),
+            pmtu: PmtuTable::new(cfg.underlay_ip, cfg.underlay_mtu_cap, cfg.underlay_mtu),
             packet_in_tx,
             events_tx,
             controller_up: AtomicBool::new(false),
@@ -206,10 +217,15 @@ impl Datapath {
                 .spawn(move || worker::Worker::new(id, shared, poll, pin, gre_rx).run())?;
             threads.push(handle);
         }
+        let pmtu_shared = shared.clone();
+        let pmtu_thread = std::thread::Builder::new()
+            .name("pmtu".into())
+            .spawn(move || refresh_path_mtus(&pmtu_shared))?;
         Ok((
             Datapath {
                 shared,
                 threads,
+                pmtu_thread: Some(pmtu_thread),
                 gre_claim,
             },
             DatapathChannels {
@@ -247,13 +263,36 @@ impl Datapath {
         self.threads.len()
     }
 
+    /// The shared path MTU entry for a new tunnel to `remote`.
+    pub fn path_mtu(&self, remote: std::net::Ipv4Addr) -> Arc<crate::tunnel::PathMtu> {
+        self.shared.pmtu.for_remote(remote)
+    }
+
     pub fn stop(self) {
         self.shared.shutdown.store(true, Ordering::Relaxed);
         for w in &self.shared.wakers {
             let _ = w.wake();
         }
-        for t in self.threads {
+        for t in self.threads.into_iter().chain(self.pmtu_thread) {
             let _ = t.join();
+        }
+    }
+}
+
+/// How often every path MTU is asked of the kernel again, beyond the refreshes that
+/// EMSGSIZE triggers: it notices paths that grew back (learned PMTUs expire after 10 minutes)
+/// and routes that changed.
+const PMTU_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn refresh_path_mtus(shared: &Shared) {
+    let tick = std::time::Duration::from_millis(100);
+    let mut waited = std::time::Duration::ZERO;
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited >= PMTU_REFRESH {
+            waited = std::time::Duration::ZERO;
+            shared.pmtu.refresh_all();
         }
     }
 }

@@ -18,7 +18,13 @@ pub enum OffloadError {
     Unsupported(u8),
     #[error("segment does not fit the scratch buffer")]
     NoRoom,
+    #[error("a UDP datagram of {0} bytes does not fit the {1}-byte frame limit")]
+    DatagramTooBig(usize, usize),
 }
+
+/// The longest header stack a segment can have: Ethernet with a VLAN tag (18), IPv4 with
+/// options (60) and TCP with options (60); IPv6 extension headers are refused.
+pub const MAX_HEADERS: usize = 18 + 60 + 60;
 
 const ETH_HLEN: usize = 14;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -131,51 +137,46 @@ fn pseudo_header_sum(frame: &[u8], lay: &Layout, l4_len: usize) -> u64 {
 
 /// Cut a GSO super-frame into frames whose L4 payload is at most `gso_size` bytes and whose
 /// whole length is at most `max_frame` (0: no cap; a tunnel uses it to keep each segment
-/// inside the underlay MTU, a smaller MSS being as valid to the receiver), each with
+/// inside the path MTU, a smaller MSS being as valid to the receiver), each with
 /// correct IP lengths, IPv4 id and checksum, TCP sequence numbers and flags, and L4 checksum.
-/// Every finished frame is passed to `emit`. Returns the number of segments.
+/// UDP datagrams keep their size: a datagram over `max_frame` is an error. Every finished
+/// frame is passed to `emit`, copied together in `scratch`. Returns the number of segments.
 pub fn segment(
     frame: &[u8],
     hdr: &VnetHdr,
     max_frame: usize,
     scratch: &mut [u8],
-    mut emit: impl FnMut(&mut [u8]),
+    emit: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
     let lay = check_gso(frame, hdr)?;
-    let mut mss = hdr.gso_size as usize;
-    if max_frame > 0 {
-        mss = mss.min(max_frame.saturating_sub(lay.payload));
-    }
-    cut(frame, &lay, mss, false, scratch, |seg, _| emit(seg))
+    let mss = segment_size(&lay, hdr, max_frame)?;
+    cut(frame, &lay, mss, scratch, emit)
 }
 
-/// Split a GSO super-frame that is too large to carry whole into super-frames of at most
-/// `max_frame` bytes, each a whole number of `gso_size` segments and each still offloaded:
-/// `emit` gets the piece and its own virtio-net header (partial checksum, GSO unless the piece
-/// is a single segment). No payload byte is summed.
-pub fn split(
+/// [`segment`] without copying the payload: `emit` gets each segment's rewritten headers
+/// and its payload, a slice of `frame`, to send side by side (the headers are at most
+/// [`MAX_HEADERS`] long).
+pub fn segment_parts(
     frame: &[u8],
     hdr: &VnetHdr,
     max_frame: usize,
-    scratch: &mut [u8],
-    mut emit: impl FnMut(&mut [u8], &VnetHdr),
+    emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<usize, OffloadError> {
     let lay = check_gso(frame, hdr)?;
+    let mss = segment_size(&lay, hdr, max_frame)?;
+    for_each_segment(frame, &lay, mss, emit)
+}
+
+/// The payload per segment: the GSO size, smaller for TCP if the frame limit needs it.
+fn segment_size(lay: &Layout, hdr: &VnetHdr, max_frame: usize) -> Result<usize, OffloadError> {
     let gso = hdr.gso_size as usize;
-    let room = max_frame.saturating_sub(lay.payload);
-    let mss = (room / gso.max(1)) * gso;
-    cut(frame, &lay, mss, true, scratch, |seg, payload| {
-        let single = payload <= gso;
-        let piece = VnetHdr {
-            flags: vnet_hdr::F_NEEDS_CSUM,
-            gso_type: if single { vnet_hdr::GSO_NONE } else { hdr.gso_type },
-            hdr_len: lay.payload as u16,
-            gso_size: if single { 0 } else { hdr.gso_size },
-            csum_start: lay.l4 as u16,
-            csum_offset: if lay.l4_proto == PROTO_TCP { 16 } else { 6 },
-        };
-        emit(seg, &piece)
-    })
+    if max_frame == 0 || lay.payload + gso <= max_frame {
+        return Ok(gso);
+    }
+    if lay.l4_proto == PROTO_UDP {
+        return Err(OffloadError::DatagramTooBig(lay.payload + gso, max_frame));
+    }
+    Ok(max_frame.saturating_sub(lay.payload))
 }
 
 /// The layout of a GSO frame whose type we can cut.
@@ -203,23 +204,42 @@ fn check_gso(frame: &[u8], hdr: &VnetHdr) -> Result<Layout, OffloadError> {
     Ok(lay)
 }
 
-/// Cut `frame` into pieces of `mss` payload bytes, fixing every header. With `partial`, the L4
-/// checksum field gets the pseudo-header sum (for a receiver that finishes it, as offloads do)
-/// instead of the full checksum. `emit` gets each piece and its payload length.
+/// Cut `frame` into pieces of `mss` payload bytes, fixing every header; `emit` gets each
+/// piece, copied together in `scratch`.
 fn cut(
     frame: &[u8],
     lay: &Layout,
     mss: usize,
-    partial: bool,
     scratch: &mut [u8],
-    mut emit: impl FnMut(&mut [u8], usize),
+    mut emit: impl FnMut(&mut [u8]),
+) -> Result<usize, OffloadError> {
+    if mss > 0 && lay.payload + mss.min(frame.len() - lay.payload) > scratch.len() {
+        return Err(OffloadError::NoRoom);
+    }
+    for_each_segment(frame, lay, mss, |h, payload| {
+        let len = h.len() + payload.len();
+        scratch[..h.len()].copy_from_slice(h);
+        scratch[h.len()..len].copy_from_slice(payload);
+        emit(&mut scratch[..len])
+    })
+}
+
+/// For each piece of `mss` payload bytes of `frame`: its headers, rewritten for the piece
+/// (IP length, IPv4 id and header checksum, TCP sequence number and flags, UDP length, the
+/// L4 checksum over the headers and the payload), and the payload itself, passed to `emit`.
+/// Returns the number of pieces.
+fn for_each_segment(
+    frame: &[u8],
+    lay: &Layout,
+    mss: usize,
+    mut emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<usize, OffloadError> {
     if mss == 0 {
         return Err(OffloadError::Malformed("headers fill the whole frame size limit"));
     }
     let hdrs = lay.payload;
-    if hdrs + mss.min(frame.len() - hdrs) > scratch.len() {
-        return Err(OffloadError::NoRoom);
+    if hdrs > MAX_HEADERS {
+        return Err(OffloadError::Malformed("headers longer than any valid stack"));
     }
     let payload = &frame[hdrs..];
     let ip_id = if lay.ipv4 { be16(frame, lay.l3 + 4) } else { 0 };
@@ -229,58 +249,52 @@ fn cut(
         0
     };
     let n_segments = payload.len().div_ceil(mss).max(1);
+    let mut h = [0u8; MAX_HEADERS];
+    let h = &mut h[..hdrs];
 
     for i in 0..n_segments {
         let start = i * mss;
         let chunk = &payload[start..(start + mss).min(payload.len())];
         let len = hdrs + chunk.len();
-        let seg = &mut scratch[..len];
-        seg[..hdrs].copy_from_slice(&frame[..hdrs]);
-        seg[hdrs..].copy_from_slice(chunk);
+        h.copy_from_slice(&frame[..hdrs]);
 
+        let l3 = lay.l3;
         if lay.ipv4 {
-            let l3 = lay.l3;
-            seg[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
-            seg[l3 + 4..l3 + 6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
-            seg[l3 + 10..l3 + 12].fill(0);
-            let csum = !fold(sum_words(&seg[l3..lay.l4], 0));
-            seg[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
+            h[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
+            h[l3 + 4..l3 + 6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+            h[l3 + 10..l3 + 12].fill(0);
+            let csum = !fold(sum_words(&h[l3..lay.l4], 0));
+            h[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
         } else {
-            let l3 = lay.l3;
-            seg[l3 + 4..l3 + 6].copy_from_slice(&((len - lay.l4) as u16).to_be_bytes());
+            h[l3 + 4..l3 + 6].copy_from_slice(&((len - lay.l4) as u16).to_be_bytes());
         }
 
         let l4 = lay.l4;
         let l4_len = len - l4;
         let csum_field = if lay.l4_proto == PROTO_TCP {
-            seg[l4 + 4..l4 + 8].copy_from_slice(&tcp_seq.wrapping_add(start as u32).to_be_bytes());
-            let mut flags = seg[l4 + 13];
+            h[l4 + 4..l4 + 8].copy_from_slice(&tcp_seq.wrapping_add(start as u32).to_be_bytes());
+            let mut flags = h[l4 + 13];
             if i + 1 < n_segments {
                 flags &= !(TCP_FIN | TCP_PSH);
             }
             if i > 0 {
                 flags &= !TCP_CWR;
             }
-            seg[l4 + 13] = flags;
+            h[l4 + 13] = flags;
             l4 + 16
         } else {
-            seg[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            h[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
             l4 + 6
         };
-        let sum = pseudo_header_sum(seg, lay, l4_len);
-        let csum = if partial {
-            fold(sum)
-        } else {
-            seg[csum_field..csum_field + 2].fill(0);
-            let c = !fold(sum_words(&seg[l4..], sum));
-            if lay.l4_proto == PROTO_UDP && c == 0 {
-                0xffff
-            } else {
-                c
-            }
-        };
-        seg[csum_field..csum_field + 2].copy_from_slice(&csum.to_be_bytes());
-        emit(seg, chunk.len());
+        let sum = pseudo_header_sum(h, lay, l4_len);
+        h[csum_field..csum_field + 2].fill(0);
+        // The headers are an even number of bytes, so the payload's words line up.
+        let mut csum = !fold(sum_words(chunk, sum_words(&h[l4..], sum)));
+        if lay.l4_proto == PROTO_UDP && csum == 0 {
+            csum = 0xffff;
+        }
+        h[csum_field..csum_field + 2].copy_from_slice(&csum.to_be_bytes());
+        emit(h, chunk);
     }
     Ok(n_segments)
 }
@@ -456,35 +470,33 @@ mod test {
     }
 
     #[test]
-    fn split_keeps_pieces_offloaded_and_finishable() {
-        let data = payload(20_000);
-        let frame = tcp4_frame(&data, true);
-        let hdr = gso_hdr(vnet_hdr::GSO_TCPV4, 1000);
-        let mut scratch = vec![0u8; 70_000];
-        let mut pieces = Vec::new();
-        // Room for 7 segments of 1000 per piece: 20 000 bytes -> 7 + 7 + 6.
-        split(&frame, &hdr, 54 + 7500, &mut scratch, |p, h| {
-            pieces.push((p.to_vec(), *h))
-        })
-        .unwrap();
-        assert_eq!(pieces.len(), 3);
-        let mut joined = Vec::new();
-        for (i, (p, h)) in pieces.iter_mut().enumerate() {
-            assert!(h.needs_csum() && h.is_gso());
-            assert_eq!((h.gso_size, h.csum_start, h.csum_offset, h.hdr_len), (1000, 34, 16, 54));
-            assert_eq!(p.len() - 54, if i < 2 { 7000 } else { 6000 });
-            // Finishing the partial checksum gives what a full computation gives.
-            complete_checksum(p, h).unwrap();
-            let segs = check_segments(std::slice::from_ref(p));
-            joined.extend_from_slice(&segs[0].4);
-            assert_eq!(segs[0].1, i == 2, "FIN only on the last piece");
-        }
-        assert_eq!(joined, data);
-        // A piece of one segment is no longer GSO.
-        let small = tcp4_frame(&payload(1500), false);
-        let mut kinds = Vec::new();
-        split(&small, &hdr, 54 + 1000, &mut scratch, |_, h| kinds.push(h.gso_type)).unwrap();
-        assert_eq!(kinds, vec![vnet_hdr::GSO_NONE, vnet_hdr::GSO_NONE]);
+    fn parts_are_the_copied_segments() {
+        let frame = tcp4_frame(&payload(20_000), true);
+        let hdr = gso_hdr(vnet_hdr::GSO_TCPV4, 1448);
+        let copied = run(&frame, &hdr, 1400);
+        let mut parts = Vec::new();
+        let n = segment_parts(&frame, &hdr, 1400, |h, p| parts.push([h, p].concat())).unwrap();
+        assert_eq!(n, parts.len());
+        assert_eq!(parts, copied);
+        assert!(parts.iter().all(|s| s.len() <= 1400));
+    }
+
+    #[test]
+    fn udp_datagrams_keep_their_size_or_are_refused() {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(SRC4, DST4, 64)
+            .udp(7, 9)
+            .write(&mut frame, &payload(2500))
+            .unwrap();
+        let hdr = gso_hdr(vnet_hdr::GSO_UDP_L4, 1000);
+        // 42 + 1000 fits 1100: three datagrams of (up to) 1000 bytes.
+        assert_eq!(segment_parts(&frame, &hdr, 1100, |_, _| {}), Ok(3));
+        // It does not fit 1000: cutting would change the datagrams the application sent.
+        assert_eq!(
+            segment_parts(&frame, &hdr, 1000, |_, _| {}),
+            Err(OffloadError::DatagramTooBig(1042, 1000))
+        );
     }
 
     #[test]

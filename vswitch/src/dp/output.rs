@@ -3,25 +3,52 @@
 //! batch); frames a port cannot take as they are (offloads to finish in software) are
 //! segmented or completed here. PACKET_INs leave through a per-port token bucket.
 
-use super::fib::Fib;
-use super::offload;
+use super::fib::{Fib, Tunnel};
 use super::stats::{DpCounters, WorkerCounters};
+use super::tunnel_tx::{self, GreQueue};
 use super::txq::TxQueue;
+use super::{icmp, offload};
 use super::{PacketIn, Shared};
 use crate::pipeline::execute::{ExecDrop, Sink, ToController};
-use crate::tunnel::MAX_OFFLOAD_FRAME;
 use cloudrack_wire::vnet_hdr::VnetHdr;
 use std::collections::HashMap;
-use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
+use tracing::debug;
 
 /// Most frame bytes a PACKET_IN carries: an OpenFlow message is at most 64 KB.
 pub const MAX_PACKET_IN_DATA: usize = 65_000;
 
-/// A token bucket limiting PACKET_INs from one port.
+/// A token bucket (PACKET_INs from one port, "too big" replies).
 pub struct Bucket {
     tokens: f64,
     last_ms: u64,
+}
+
+impl Bucket {
+    pub fn full(tokens: f64, now: u64) -> Bucket {
+        Bucket { tokens, last_ms: now }
+    }
+
+    /// Take a token if there is one, `rate` per second refilling up to `burst`.
+    pub fn take(&mut self, rate: f64, burst: f64, now: u64) -> bool {
+        self.tokens = (self.tokens + now.saturating_sub(self.last_ms) as f64 * rate / 1000.0).min(burst);
+        self.last_ms = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// "Too big" replies (ICMP) per second a worker sends, and its burst.
+pub const TOO_BIG_REPLIES: f64 = 100.0;
+
+/// An ICMP "too big" reply to forward as if it came back through the tunnel `port_no`.
+pub struct TooBig {
+    pub port_no: u32,
+    pub key: u32,
+    pub frame: Vec<u8>,
 }
 
 /// One packet's way out, for the length of one program run.
@@ -35,9 +62,35 @@ pub struct Out<'a> {
     pub wc: &'a WorkerCounters,
     pub in_port: u32,
     pub now: u64,
+    /// "Too big" replies for the worker to forward after the program.
+    pub too_big: &'a mut Vec<TooBig>,
+    pub too_big_replies: &'a mut Bucket,
 }
 
 impl Out<'_> {
+    /// `frame` was too big for `tunnel`'s path and may not be fragmented: it is dropped and,
+    /// within the rate limit, its sender is told what fits (an ICMP reply, forwarded by the
+    /// worker after the program as if it came back through the tunnel).
+    fn too_big(&mut self, tunnel: &Tunnel, frame: &[u8], mtu: u32) {
+        let c = &self.shared.counters;
+        c.tunnel_too_big.fetch_add(1, Relaxed);
+        if !self.too_big_replies.take(TOO_BIG_REPLIES, TOO_BIG_REPLIES, self.now) {
+            return;
+        }
+        let mut reply = vec![0u8; icmp::MAX_REPLY];
+        let Some(n) = icmp::too_big_reply(frame, mtu, &mut reply) else {
+            return;
+        };
+        reply.truncate(n);
+        c.icmp_too_big_sent.fetch_add(1, Relaxed);
+        debug!(remote = %tunnel.remote, mtu, "frame too big for the tunnel's path: told its sender");
+        self.too_big.push(TooBig {
+            port_no: tunnel.port_no,
+            key: tunnel.key,
+            frame: reply,
+        });
+    }
+
     fn flush(&mut self) {
         if !self.txq.is_empty() {
             self.txq.flush(self.now, self.wc, &self.shared.counters.gre_tx_errors);
@@ -91,63 +144,28 @@ impl Sink for Out<'_> {
             }
         } else if let Some(tunnel) = fib.tunnels.get(&port_no) {
             let Some(gre) = self.shared.gre.as_ref() else { return };
-            let gso = vnet.is_gso();
-            if !gso || (tunnel.carries_offloads && len <= MAX_OFFLOAD_FRAME) {
-                // Whole: a plain frame, or a super-frame with its offload header for a Cloud
-                // Rack peer (the underlay fragments it).
-                if !gso && vnet.needs_csum() {
-                    self.flush();
-                    if !finish_checksum(frame, vnet, c) {
-                        return;
-                    }
+            if !vnet.is_gso() && vnet.needs_csum() {
+                self.flush();
+                if !finish_checksum(frame, vnet, c) {
+                    return;
                 }
-                if self.txq.is_full() {
-                    self.flush();
-                }
-                let (prefix, hdr) = if gso {
-                    (&tunnel.offload_header[..], Some(&*vnet))
-                } else {
-                    (&tunnel.header[..], None)
-                };
-                // SAFETY: as for ports above; the GRE headers belong to `fib` too.
-                unsafe {
-                    self.txq.push(
-                        gre.fd(),
-                        Some(tunnel.remote),
-                        prefix,
-                        hdr,
-                        frame,
-                        &tunnel.counters,
-                        true,
-                    )
-                };
-                return;
             }
-            self.flush();
-            let mut all_ok = true;
-            let r = if tunnel.carries_offloads {
-                // Too big for one IPv4 packet: split in two, each with its offload header.
-                offload::split(frame, vnet, MAX_OFFLOAD_FRAME, self.scratch, |p, h| {
-                    let mut hb = [0u8; cloudrack_wire::vnet_hdr::LEN];
-                    h.emit(&mut hb);
-                    let parts = [IoSlice::new(&tunnel.offload_header), IoSlice::new(&hb), IoSlice::new(p)];
-                    all_ok &= gre.send_parts(tunnel.remote, &parts).is_ok();
-                })
-            } else {
-                // Standard Ethernet over GRE (an Open vSwitch peer): cut to the underlay MTU.
-                offload::segment(frame, vnet, self.shared.tunnel_max_frame, self.scratch, |seg| {
-                    all_ok &= gre.send(tunnel.remote, &tunnel.header, seg).is_ok();
-                })
+            let mut q = GreQueue {
+                txq: &mut *self.txq,
+                fd: gre.fd(),
+                now,
+                wc: self.wc,
+                gre_tx_errors: &c.gre_tx_errors,
             };
-            if r.is_err() {
-                c.drop_offload.fetch_add(1, Relaxed);
-                return;
-            }
-            if all_ok {
-                tunnel.counters.tx(len, now);
-            } else {
-                tunnel.counters.tx_errors.fetch_add(1, Relaxed);
-                c.gre_tx_errors.fetch_add(1, Relaxed);
+            // SAFETY: as for ports above; the tunnel belongs to `fib` too.
+            let sent = unsafe { tunnel_tx::send(&mut q, tunnel, frame, vnet, c) };
+            match sent {
+                tunnel_tx::Outcome::Queued(n) if vnet.is_gso() => {
+                    self.wc.tso_frames.fetch_add(1, Relaxed);
+                    self.wc.tso_segments.fetch_add(n as u64, Relaxed);
+                }
+                tunnel_tx::Outcome::TooBig { mtu } => self.too_big(tunnel, frame, mtu),
+                _ => {}
             }
         } else {
             c.drop_no_port.fetch_add(1, Relaxed);
@@ -163,17 +181,11 @@ impl Sink for Out<'_> {
         let rate = self.shared.packet_in_rate as f64;
         let burst = self.shared.packet_in_burst as f64;
         let now = self.now;
-        let b = self.buckets.entry(self.in_port).or_insert(Bucket {
-            tokens: burst,
-            last_ms: now,
-        });
-        b.tokens = (b.tokens + (now.saturating_sub(b.last_ms)) as f64 * rate / 1000.0).min(burst);
-        b.last_ms = now;
-        if b.tokens < 1.0 {
+        let b = self.buckets.entry(self.in_port).or_insert(Bucket::full(burst, now));
+        if !b.take(rate, burst, now) {
             c.packet_in_rate_limited.fetch_add(1, Relaxed);
             return;
         }
-        b.tokens -= 1.0;
         match self.shared.packet_in_tx.try_send(packet_in(self.in_port, frame, how)) {
             Ok(()) => c.packet_in_sent.fetch_add(1, Relaxed),
             Err(_) => c.packet_in_queue_full.fetch_add(1, Relaxed),

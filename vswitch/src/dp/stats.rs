@@ -56,12 +56,24 @@ counters!(
         drop_no_port,
         /// Offloaded frames that could not be checksummed or segmented.
         drop_offload,
+        /// Frames too big for a tunnel's path MTU that could not be cut to fit (IPv4 with DF
+        /// set, IPv6, not IP, UDP GSO datagrams): dropped.
+        tunnel_too_big,
+        /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent back for such frames.
+        icmp_too_big_sent,
+        /// Inner IPv4 packets (DF clear) fragmented to fit a tunnel's path MTU.
+        tunnel_fragmented,
+        /// TCP segments from a tunnel whose IPv4 or TCP checksum did not verify: forwarded
+        /// as they came, never coalesced.
+        gro_bad_checksum,
         /// GRE packets that are not valid IPv4 + GRE + Ethernet.
         gre_rx_malformed,
         /// GRE packets with a wrong checksum.
         gre_rx_bad_checksum,
         /// GRE packets from a remote/key with no tunnel.
         gre_rx_unknown_tunnel,
+        /// GRE packets the host's GRO had already joined from several (taken as a super-frame).
+        gre_rx_joined_by_host,
         gre_tx_errors,
         /// PACKET_INs handed to the OpenFlow agent.
         packet_in_sent,
@@ -96,6 +108,13 @@ counters!(
         emc_hits,
         megaflow_hits,
         upcalls,
+        /// Super-frames cut into segments for a tunnel (software TSO), and those segments.
+        tso_frames,
+        tso_segments,
+        /// Super-frames built from segments received from tunnels (GRO), and the segments
+        /// joined in them.
+        gro_frames,
+        gro_segments,
     }
 );
 

@@ -6,8 +6,13 @@
 //! until the next [`TxQueue::flush`] — so the worker flushes before it receives into the slots
 //! again, before it edits a frame in place (completing a checksum) and before it sends anything
 //! directly. All arrays are allocated once; nothing is allocated per frame.
+//!
+//! A message is up to three pieces: a prefix borrowed from the FIB (the GRE header), a few
+//! bytes copied into the entry itself (a virtio-net header, or the rewritten headers of one
+//! segment of a super-frame) and the frame or payload, borrowed from a receive slot.
 
 use super::stats::{PortCounters, WorkerCounters};
+use crate::tunnel::PathMtu;
 use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
@@ -16,6 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Messages queued before the queue flushes by itself.
 pub const TXQ: usize = 64;
 
+/// Bytes an entry holds itself: the longest Ethernet (with VLAN tag) + IP + TCP header stack
+/// (18 + 60 + 60), rounded up.
+pub const INLINE: usize = 144;
+
 #[derive(Clone, Copy)]
 struct Entry {
     fd: RawFd,
@@ -23,12 +32,14 @@ struct Entry {
     has_to: bool,
     /// A header sent before everything else (the GRE header), from the FIB.
     prefix: (*const u8, usize),
-    /// The virtio-net header, if sent.
-    vnet: [u8; vnet_hdr::LEN],
-    has_vnet: bool,
+    /// Bytes sent after the prefix, owned by the entry.
+    inline: [u8; INLINE],
+    inline_len: usize,
     frame: (*const u8, usize),
     counters: *const PortCounters,
     gre: bool,
+    /// The path MTU to refresh when the kernel refuses the message as too big (EMSGSIZE).
+    path_mtu: *const PathMtu,
 }
 
 pub struct TxQueue {
@@ -80,6 +91,11 @@ impl TxQueue {
         self.entries.len() >= TXQ
     }
 
+    /// Messages queued.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Queue one message to socket `fd` (to `to`, for the raw GRE socket): `prefix`, then
     /// `vnet` as a virtio-net header if given, then `frame`. On the flush, success counts on
     /// `counters` as `tx`, failure as `tx_errors` (and as a GRE send error if `gre`).
@@ -98,24 +114,53 @@ impl TxQueue {
         counters: &PortCounters,
         gre: bool,
     ) {
+        let mut hdr = [0u8; vnet_hdr::LEN];
+        let inline: &[u8] = match vnet {
+            Some(v) => {
+                v.emit(&mut hdr);
+                &hdr
+            }
+            None => &[],
+        };
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.push_parts(fd, to, prefix, inline, frame, counters, gre, None) }
+    }
+
+    /// Queue one message made of `prefix`, a copy of `inline` (at most [`INLINE`] bytes) and
+    /// `frame`; `path_mtu` is refreshed if the kernel finds the message too big for the path.
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push); `path_mtu` too must outlive the flush. Panics if the
+    /// queue is full or `inline` is too long.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn push_parts(
+        &mut self,
+        fd: RawFd,
+        to: Option<Ipv4Addr>,
+        prefix: &[u8],
+        inline: &[u8],
+        frame: &[u8],
+        counters: &PortCounters,
+        gre: bool,
+        path_mtu: Option<&PathMtu>,
+    ) {
         // Never grow: messages already built point into `entries`.
         assert!(!self.is_full(), "TxQueue::push on a full queue");
         if let Some(ip) = to {
             self.names[self.entries.len()].sin_addr.s_addr = u32::from(ip).to_be();
         }
-        let mut hdr = [0u8; vnet_hdr::LEN];
-        if let Some(v) = vnet {
-            v.emit(&mut hdr);
-        }
+        let mut copy = [0u8; INLINE];
+        copy[..inline.len()].copy_from_slice(inline);
         self.entries.push(Entry {
             fd,
             has_to: to.is_some(),
             prefix: (prefix.as_ptr(), prefix.len()),
-            vnet: hdr,
-            has_vnet: vnet.is_some(),
+            inline: copy,
+            inline_len: inline.len(),
             frame: (frame.as_ptr(), frame.len()),
             counters,
             gre,
+            path_mtu: path_mtu.map_or(std::ptr::null(), |p| p as *const PathMtu),
         });
         let i = self.entries.len() - 1;
         if self.one_socket {
@@ -140,10 +185,10 @@ impl TxQueue {
             };
             k = 1;
         }
-        if e.has_vnet {
+        if e.inline_len > 0 {
             iov[k] = libc::iovec {
-                iov_base: e.vnet.as_ptr() as *mut libc::c_void,
-                iov_len: vnet_hdr::LEN,
+                iov_base: e.inline.as_ptr() as *mut libc::c_void,
+                iov_len: e.inline_len,
             };
             k += 1;
         }
@@ -207,12 +252,13 @@ impl TxQueue {
                 for j in k..k + r as usize {
                     let e = &self.entries[self.which[j]];
                     // SAFETY: the counters outlive the flush (see `push`).
-                    unsafe { &*e.counters }.tx(e.frame.1, now);
+                    unsafe { &*e.counters }.tx(e.frame.1 + if e.gre { e.inline_len } else { 0 }, now);
                 }
                 wc.tx_packets.fetch_add(r as u64, Relaxed);
                 k += r as usize;
             } else {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 let e = &self.entries[self.which[k]];
@@ -220,6 +266,12 @@ impl TxQueue {
                 unsafe { &*e.counters }.tx_errors.fetch_add(1, Relaxed);
                 if e.gre {
                     gre_tx_errors.fetch_add(1, Relaxed);
+                }
+                if err.raw_os_error() == Some(libc::EMSGSIZE) && !e.path_mtu.is_null() {
+                    // The path shrank (an ICMP "fragmentation needed" taught the kernel):
+                    // learn its new MTU so the next packets are cut to fit.
+                    // SAFETY: as for the counters (see `push_parts`).
+                    unsafe { &*e.path_mtu }.refresh_after_too_big();
                 }
                 k += 1;
             }

@@ -1,11 +1,13 @@
 //! One datapath worker: polls the ports it owns and its GRE fanout socket (or, worker 0 only,
 //! the raw GRE socket when fanout could not be set up), drains each up to a budget per wakeup,
-//! and forwards: flow key, flow cache (or the pipeline on a miss), executed program. Buffers are
-//! allocated once per worker; per packet nothing is allocated but the copy of a frame that goes
-//! to the controller (rate-limited) and, on a cache miss, the translation.
+//! joins TCP segments from tunnels back into super-frames (`gro.rs`), and forwards: flow key,
+//! flow cache (or the pipeline on a miss), executed program (`output.rs` is where it leaves).
+//! Buffers are allocated once per worker; per packet nothing is allocated but the copy of a
+//! frame that goes to the controller (rate-limited) and, on a cache miss, the translation.
 
 use super::fib::{Fib, LocalPort};
-use super::output::{Bucket, Out};
+use super::gro::{self, Gro};
+use super::output::{Bucket, Out, TooBig, TOO_BIG_REPLIES};
 use super::stats::now_ms;
 use super::txq::TxQueue;
 use super::{DpEvent, Shared, GRE_TOKEN, WAKER};
@@ -13,10 +15,10 @@ use crate::pipeline::cache::FlowCache;
 use crate::pipeline::execute::{execute, Scratch};
 use crate::pipeline::key::extract;
 use crate::pipeline::xlate::{translate, Origin};
-use crate::port::batch::{RxBatch, BATCH};
+use crate::port::batch::{RxBatch, BATCH, FIRST_HELD, HELD_SLOTS, SPARE};
 use crate::port::{RX_BUF_LEN, RX_HEADROOM};
-use crate::tunnel::{decap, GreRx};
-use cloudrack_wire::vnet_hdr::VnetHdr;
+use crate::tunnel::{self, decap, GreRx};
+use cloudrack_wire::vnet_hdr::{self, VnetHdr};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
@@ -29,6 +31,13 @@ use tracing::{debug, warn};
 
 /// Frames taken from one port per wakeup before the others get a turn.
 const BUDGET: usize = 64;
+/// GRE packets taken per wakeup: more, as they are segments of frames being joined.
+const GRE_BUDGET: usize = 4 * BATCH;
+// Every frame held for joining must find a slot to wait in.
+const _: () = assert!(HELD_SLOTS >= gro::MAX_FLOWS);
+
+/// The Ethernet header a GRE fanout member reads before the IPv4 packet.
+const ETH_HLEN: usize = 14;
 
 pub struct Worker {
     id: usize,
@@ -41,14 +50,20 @@ pub struct Worker {
     txq: TxQueue,
     /// Where offloaded frames are segmented.
     scratch: Vec<u8>,
-    /// Copies of frames the programs edited, alive until the flush that sends them.
-    edits: Scratch,
-    cache: FlowCache,
     registered: HashMap<u32, RawFd>,
     failed: HashSet<u32>,
     buckets: HashMap<u32, Bucket>,
     /// This worker's member of the GRE fanout group.
     gre_rx: Option<GreRx>,
+    /// TCP segments from tunnels being joined into super-frames (per receive batch).
+    gro: Gro,
+    /// Limits the "too big" replies.
+    too_big_replies: Bucket,
+    /// "Too big" replies the last program's outputs asked for, to forward after it.
+    too_big: Vec<TooBig>,
+    /// Copies of frames the programs edited, alive until the flush that sends them.
+    edits: Scratch,
+    cache: FlowCache,
 }
 
 impl Worker {
@@ -61,12 +76,15 @@ impl Worker {
             batch: RxBatch::new(),
             txq: TxQueue::new(),
             scratch: vec![0; RX_BUF_LEN],
-            edits: Scratch::default(),
-            cache: FlowCache::default(),
             registered: HashMap::new(),
             failed: HashSet::new(),
             buckets: HashMap::new(),
             gre_rx,
+            gro: Gro::new(),
+            too_big_replies: Bucket::full(TOO_BIG_REPLIES, 0),
+            too_big: Vec::new(),
+            edits: Scratch::default(),
+            cache: FlowCache::default(),
         }
     }
 
@@ -265,47 +283,79 @@ impl Worker {
         let shared = self.shared.clone();
         let c = &shared.counters;
         let wc = &shared.workers[self.id];
-        let fd = match (&self.gre_rx, &shared.gre) {
-            (Some(rx), _) => rx.fd(),
-            (None, Some(raw)) => raw.fd(),
+        // A fanout member reads virtio-net and Ethernet headers before the IPv4 packet; the
+        // raw socket reads the packet alone. Either way the IPv4 header lands at `ip_at`.
+        let (fd, recv_at, ip_at) = match (&self.gre_rx, &shared.gre) {
+            (Some(rx), _) => (rx.fd(), RX_HEADROOM - vnet_hdr::LEN, RX_HEADROOM + ETH_HLEN),
+            (None, Some(raw)) => (raw.fd(), RX_HEADROOM, RX_HEADROOM),
             (None, None) => return true,
         };
         let mut taken = 0;
-        while taken < BUDGET {
-            let n = match self.batch.recv_mmsg(fd, RX_HEADROOM) {
+        let mut naps = 0;
+        let dry = loop {
+            if taken >= GRE_BUDGET {
+                break false;
+            }
+            let n = match self.batch.recv_mmsg(fd, recv_at) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // A TCP stream is being joined: the rest of its burst is on its way.
+                    if self.gro.growing() && naps < gro::NAPS {
+                        nap(gro::NAP);
+                        naps += 1;
+                        continue;
+                    }
+                    break true;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     c.rx_errors.fetch_add(1, Relaxed);
                     warn!(error = %e, "GRE receive failed");
-                    return true;
+                    break true;
                 }
             };
+            naps = 0;
             wc.rx_calls.fetch_add(1, Relaxed);
             wc.gre_rx_packets.fetch_add(n as u64, Relaxed);
             for slot in 0..n {
-                self.gre_packet(fib, slot, now);
+                self.gre_packet(fib, slot, recv_at, ip_at, now);
+            }
+            // Frames still being joined move out of the receive slots, which are received into
+            // next; what cannot move leaves now.
+            if !self.gro.is_empty() {
+                if !self.gro.park(&mut self.batch.bufs, FIRST_HELD, HELD_SLOTS) {
+                    while let Some(r) = self.gro.pop(&mut self.batch.bufs) {
+                        self.forward_joined(fib, r, now);
+                    }
+                }
+                self.batch.slots_moved();
             }
             self.flush(now);
             taken += n;
-            if n < BATCH {
-                return true;
+            if n < BATCH && !self.gro.growing() {
+                break true;
             }
+        };
+        while let Some(r) = self.gro.pop(&mut self.batch.bufs) {
+            self.forward_joined(fib, r, now);
         }
-        false
+        self.flush(now);
+        dry
     }
 
-    /// Decapsulate the GRE packet in `slot` and forward its frame.
-    fn gre_packet(&mut self, fib: &Fib, slot: usize, now: u64) {
+    /// Decapsulate the GRE packet in `slot` (read at `recv_at`, its IPv4 header at `ip_at`,
+    /// after the kernel's virtio-net header if `ip_at` leaves room for one) and forward its
+    /// frame.
+    fn gre_packet(&mut self, fib: &Fib, slot: usize, recv_at: usize, ip_at: usize, now: u64) {
         let c = &self.shared.counters;
         let n = self.batch.lens[slot];
-        if n > RX_BUF_LEN - RX_HEADROOM {
-            // Cut short: no IPv4 packet is this long, so it is not one of ours.
+        if n > RX_BUF_LEN - recv_at || n < ip_at - recv_at {
+            // Cut short (no IPv4 packet is this long), or shorter than its link headers.
             c.gre_rx_malformed.fetch_add(1, Relaxed);
             return;
         }
-        let d = match decap(&self.batch.bufs[slot][RX_HEADROOM..RX_HEADROOM + n]) {
+        let buf = &self.batch.bufs[slot];
+        let d = match decap(&buf[ip_at..recv_at + n]) {
             Ok(d) => d,
             Err(decap::DecapError::Gre(cloudrack_wire::gre::GreError::BadChecksum)) => {
                 c.gre_rx_bad_checksum.fetch_add(1, Relaxed);
@@ -317,6 +367,25 @@ impl Worker {
                 return;
             }
         };
+        // Segments the host's GRO already joined come as one packet with a partial checksum,
+        // which only the kernel's virtio-net header tells.
+        let mut vnet = d.vnet;
+        if ip_at > recv_at {
+            let kernel = VnetHdr::parse(&buf[recv_at..]).unwrap_or_default();
+            let link = &buf[recv_at + vnet_hdr::LEN..recv_at + n];
+            match tunnel::inner_offload(&kernel, link, ip_at - recv_at - vnet_hdr::LEN + d.inner.start) {
+                Ok(None) => {}
+                Ok(Some(h)) if vnet.is_none() => {
+                    c.gre_rx_joined_by_host.fetch_add(1, Relaxed);
+                    vnet = Some(h);
+                }
+                Ok(Some(_)) | Err(_) => {
+                    c.gre_rx_malformed.fetch_add(1, Relaxed);
+                    debug!(?kernel, "dropped a GRE packet with offload metadata we cannot use");
+                    return;
+                }
+            }
+        }
         let Some(tunnel) = fib
             .tunnel_by_remote
             .get(&(d.src, d.key))
@@ -328,20 +397,45 @@ impl Worker {
         };
         let len = d.inner.end - d.inner.start;
         tunnel.counters.rx(len, now);
-        self.forward(
-            fib,
-            tunnel.port_no,
-            tunnel.key,
-            d.vnet.unwrap_or_default(),
-            slot,
-            RX_HEADROOM + d.inner.start,
-            len,
-            now,
-        );
+        let source = gro::Source {
+            port_no: tunnel.port_no,
+            key: tunnel.key,
+            is_static: tunnel.is_static,
+        };
+        let off = ip_at + d.inner.start;
+        let offer = self
+            .gro
+            .offer(&mut self.batch.bufs, slot, off, len, source, vnet.is_none());
+        if let Some(r) = offer.flushed {
+            self.forward_joined(fib, r, now);
+        }
+        match offer.step {
+            gro::Step::Held | gro::Step::Merged => {}
+            gro::Step::Pass | gro::Step::PassCorrupt => {
+                if offer.step == gro::Step::PassCorrupt {
+                    self.shared.counters.gro_bad_checksum.fetch_add(1, Relaxed);
+                    debug!(remote = %d.src, "TCP segment from a tunnel with a bad checksum: not coalesced");
+                }
+                let v = vnet.unwrap_or_default();
+                self.forward(fib, source.port_no, source.key, v, slot, off, len, now);
+            }
+        }
     }
 
-    /// Forward the frame at `off..off+len` of receive slot `slot`, received on `in_port` in
-    /// virtual network `vnet_id`: flow key, cached program (or a translation), execution.
+    /// Forward a frame the receive coalescing held (joined from several segments, or one).
+    fn forward_joined(&mut self, fib: &Fib, r: gro::Ready, now: u64) {
+        if r.segments > 1 {
+            let wc = &self.shared.workers[self.id];
+            wc.gro_frames.fetch_add(1, Relaxed);
+            wc.gro_segments.fetch_add(u64::from(r.segments), Relaxed);
+        }
+        let s = r.source;
+        self.forward(fib, s.port_no, s.key, r.vnet, r.slot, r.off, r.len, now);
+    }
+
+    /// Forward the frame at `off..off+len` of slot `slot`, received on `in_port` in virtual
+    /// network `vnet_id`: flow key, cached program (or a translation), execution; then the
+    /// "too big" replies its outputs asked for, as if they came back through their tunnels.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
@@ -399,9 +493,43 @@ impl Worker {
             wc: &shared.workers[self.id],
             in_port,
             now,
+            too_big: &mut self.too_big,
+            too_big_replies: &mut self.too_big_replies,
         };
         execute(&x.ops, frame, &vnet, &mut self.edits, &mut out);
+        if self.too_big.is_empty() {
+            return;
+        }
+        // A reply of ours, too big for some tunnel in turn: not answered.
+        if slot == SPARE {
+            self.too_big.clear();
+            return;
+        }
+        let replies = std::mem::take(&mut self.too_big);
+        for r in replies {
+            // The spare slot may still be queued with an earlier reply.
+            self.flush(now);
+            let n = r.frame.len();
+            self.batch.bufs[SPARE][RX_HEADROOM..RX_HEADROOM + n].copy_from_slice(&r.frame);
+            self.forward(fib, r.port_no, r.key, VnetHdr::default(), SPARE, RX_HEADROOM, n, now);
+        }
     }
+}
+
+/// Sleep for `d`, a few microseconds: the thread's timer slack (50 us by default, which would
+/// stretch every nap) is set to 1 us first.
+fn nap(d: Duration) {
+    thread_local! {
+        static SLACK_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    SLACK_SET.with(|set| {
+        if !set.get() {
+            // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+            set.set(true);
+        }
+    });
+    std::thread::sleep(d);
 }
 
 fn pin_to_cpu(cpu: usize) {

@@ -8,9 +8,17 @@ use std::os::fd::RawFd;
 
 /// Frames taken per receive call.
 pub const BATCH: usize = 32;
+/// The index of one more slot that receives never fill: room for a frame the switch makes
+/// itself while the batch is in hand (an ICMP reply).
+pub const SPARE: usize = BATCH;
+/// More slots receives never fill, from this index on: where frames being coalesced wait
+/// between receive calls (swapped in from the receive slots, not copied).
+pub const FIRST_HELD: usize = SPARE + 1;
+pub const HELD_SLOTS: usize = 8;
 
 pub struct RxBatch {
-    /// The slots. A frame lands at a fixed offset of its slot (see the receivers).
+    /// The slots: `BATCH` for receiving, the [`SPARE`] one and the held ones. A frame lands at
+    /// a fixed offset of its slot (see the receivers).
     pub bufs: Vec<Box<[u8]>>,
     /// Each received message's full length; more than its room when it was cut short.
     pub lens: [usize; BATCH],
@@ -36,7 +44,9 @@ impl Default for RxBatch {
 impl RxBatch {
     pub fn new() -> RxBatch {
         RxBatch {
-            bufs: (0..BATCH).map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice()).collect(),
+            bufs: (0..FIRST_HELD + HELD_SLOTS)
+                .map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice())
+                .collect(),
             lens: [0; BATCH],
             frames: [None; BATCH],
             vlans: [None; BATCH],
@@ -67,6 +77,12 @@ impl RxBatch {
             h.msg_controllen = 0;
         }
         r
+    }
+
+    /// The receive slots' buffers were swapped with others (`bufs.swap`): point the next
+    /// receive at the buffers now in place.
+    pub fn slots_moved(&mut self) {
+        self.offset = usize::MAX;
     }
 
     /// Receive up to `BATCH` messages from `fd` with one `recvmmsg`, each written at `offset`

@@ -36,7 +36,8 @@ pub struct Decapped {
     pub vnet: Option<VnetHdr>,
 }
 
-/// Accept only the offload headers our own sender makes, with offsets inside the frame: what
+/// Accept only the offload headers Cloud Rack makes (older hosts sent super-frames with one,
+/// and the host's GRO yields one, see `inner_offload`), with offsets inside the frame: what
 /// reaches a port's kernel must be well-formed.
 fn check_offload(h: &VnetHdr, frame_len: usize) -> Result<(), DecapError> {
     if !matches!(
@@ -52,6 +53,39 @@ fn check_offload(h: &VnetHdr, frame_len: usize) -> Result<(), DecapError> {
         return Err(DecapError::BadOffload("checksum offsets beyond the frame"));
     }
     Ok(())
+}
+
+/// The offload metadata of the inner frame of a packet the kernel handed over with `kernel`,
+/// its virtio-net header: `None` for a plain packet; for packets the host's GRO joined (the
+/// header says GSO, with a partial checksum) the same metadata with its offsets moved from
+/// the start of the packet read to the inner frame at `inner_start` of it. The checksum must
+/// lie inside the inner frame, as must the headers.
+pub fn inner_offload(kernel: &VnetHdr, packet: &[u8], inner_start: usize) -> Result<Option<VnetHdr>, DecapError> {
+    if !kernel.needs_csum() && !kernel.is_gso() {
+        return Ok(None);
+    }
+    let start = (kernel.csum_start as usize)
+        .checked_sub(inner_start)
+        .ok_or(DecapError::BadOffload("checksum starts before the inner frame"))?;
+    let frame = packet.get(inner_start..).ok_or(DecapError::ShortInner)?;
+    let mut h = VnetHdr {
+        csum_start: start as u16,
+        hdr_len: 0,
+        ..*kernel
+    };
+    if h.is_gso() {
+        // The inner headers end after the transport header the checksum starts at.
+        let l4_len = match h.gso_kind() {
+            vnet_hdr::GSO_UDP_L4 => 8,
+            _ => (*frame.get(start + 12).ok_or(DecapError::ShortInner)? >> 4) as usize * 4,
+        };
+        h.hdr_len = (start + l4_len) as u16;
+        if h.hdr_len as usize > frame.len() {
+            return Err(DecapError::BadOffload("headers beyond the frame"));
+        }
+    }
+    check_offload(&h, frame.len())?;
+    Ok(Some(h))
 }
 
 /// Parse an IPv4 packet holding GRE with an Ethernet payload.
@@ -179,6 +213,38 @@ mod test {
         bad.emit(&mut g[8..18]);
         assert!(matches!(decap(&ipv4_gre(&g)), Err(DecapError::BadOffload(_))));
         assert_eq!(decap(&ipv4_gre(&g[..14])), Err(DecapError::ShortInner));
+    }
+
+    #[test]
+    fn offload_of_a_packet_the_host_joined_moves_to_the_inner_frame() {
+        // 14 Ethernet + 20 IPv4 + 8 GRE before the inner frame; its TCP header at 34 of it.
+        let mut packet = vec![0u8; 42 + 34 + 32 + 3000];
+        packet[42 + 34 + 12] = 8 << 4;
+        let kernel = VnetHdr {
+            flags: vnet_hdr::F_NEEDS_CSUM,
+            gso_type: vnet_hdr::GSO_TCPV4,
+            hdr_len: 200,
+            gso_size: 1448,
+            csum_start: 42 + 34,
+            csum_offset: 16,
+        };
+        let h = inner_offload(&kernel, &packet, 42).unwrap().unwrap();
+        assert_eq!((h.csum_start, h.csum_offset, h.hdr_len, h.gso_size), (34, 16, 66, 1448));
+        assert_eq!(inner_offload(&VnetHdr::default(), &packet, 42), Ok(None));
+        let early = VnetHdr {
+            csum_start: 30,
+            ..kernel
+        };
+        assert!(
+            inner_offload(&early, &packet, 42).is_err(),
+            "checksum in the outer headers"
+        );
+        let past = VnetHdr {
+            csum_start: 60_000,
+            ..kernel
+        };
+        assert!(inner_offload(&past, &packet, 42).is_err());
+        assert!(inner_offload(&kernel, &packet[..100], 42).is_err(), "truncated");
     }
 
     #[test]

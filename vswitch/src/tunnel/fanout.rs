@@ -7,7 +7,8 @@
 //! program, [`flow_hash`](super::flow_hash), that reads Ethernet-over-GRE and our offload
 //! super-frames alike), so the flows between two hosts spread over the workers, each kept in
 //! order on one. PACKET_FANOUT_FLAG_DEFRAG reassembles IPv4 fragments before
-//! the choice, so a super-frame that crossed the underlay in fragments arrives whole, on one
+//! the choice, so a packet a peer let fragment (Cloud Rack no longer does; older hosts sent
+//! super-frames so, and some GRE peers may) arrives whole, on one
 //! socket. A classic BPF filter keeps everything but IPv4 GRE to our underlay address out.
 //!
 //! The sockets listen to every protocol (ETH_P_ALL), so the kernel hands them each packet
@@ -16,9 +17,14 @@
 //! we send ourselves out of the group. A kernel without that flag gets sockets bound to IPv4
 //! only, behind the ingress hooks, and no claim.
 //!
-//! The sockets are SOCK_DGRAM: reads start at the IPv4 header, as a raw socket's do, so
-//! [`decap`](super::decap) takes them unchanged. The raw socket stays for sending, with a
-//! filter that drops everything it would receive ([`GreSocket::set_send_only`]).
+//! The sockets are SOCK_RAW with PACKET_VNET_HDR: each read is a virtio-net header, the
+//! Ethernet header and the IPv4 packet ([`LINK_OFFSET`] bytes before it). The virtio-net
+//! header matters where the host's NIC does GRO: the kernel then joins our segments (GRE
+//! over Ethernet over TCP) into one packet before we see it, with a partial inner checksum,
+//! and only that header says so (and the segment size). Only Ethernet underlays (loopback
+//! included) are supported; on others the switch falls back to the raw socket. The raw socket
+//! stays for sending, with a filter that drops everything it would receive
+//! ([`GreSocket::set_send_only`]).
 //!
 //! [`GreSocket::set_send_only`]: super::GreSocket::set_send_only
 
@@ -30,7 +36,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ALL: u16 = 0x0003;
+const ETH_HLEN: u32 = 14;
+/// Bytes before the IPv4 header in what a member reads: virtio-net header and Ethernet header.
+pub const LINK_OFFSET: usize = cloudrack_wire::vnet_hdr::LEN + ETH_HLEN as usize;
 // From linux/if_packet.h.
+const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_FANOUT_CBPF: u32 = 6;
@@ -43,14 +53,15 @@ const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 const SOCKET_BUFFER: libc::c_int = 64 << 20;
 
 /// Accept IPv4 packets of protocol 47 (GRE) to `local`, whole; drop everything else. Offsets
-/// are from the IPv4 header (SOCK_DGRAM packet sockets and raw IPv4 sockets both start there).
-pub fn gre_to(local: Ipv4Addr) -> [libc::sock_filter; 8] {
+/// are from the IPv4 header plus `link` (0 where reads start there, as a raw IPv4 socket's;
+/// 14 for a SOCK_RAW packet socket on Ethernet, whose filter sees the Ethernet header).
+pub fn gre_to(local: Ipv4Addr, link: u32) -> [libc::sock_filter; 8] {
     [
         insn(LD_H_ABS, 0, 0, SKF_AD_PROTOCOL),
         insn(JEQ_K, 0, 5, u32::from(ETH_P_IP)),
-        insn(LD_B_ABS, 0, 0, 9),
+        insn(LD_B_ABS, 0, 0, link + 9),
         insn(JEQ_K, 0, 3, cloudrack_wire::gre::IPPROTO_GRE as u32),
-        insn(LD_W_ABS, 0, 0, 16),
+        insn(LD_W_ABS, 0, 0, link + 16),
         insn(JEQ_K, 0, 1, u32::from(local)),
         insn(RET_K, 0, 0, u32::MAX),
         insn(RET_K, 0, 0, 0),
@@ -98,6 +109,12 @@ impl GreRx {
     /// ahead of the ingress hooks where the kernel allows it, else on IPv4 behind them.
     pub fn open_group(ifname: &str, local: Ipv4Addr, n: usize) -> io::Result<GreRxGroup> {
         let ifindex = sys::ifindex(ifname)?;
+        if !matches!(sys::link_type(ifname)?, libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "GRE fanout needs an Ethernet underlay interface",
+            ));
+        }
         match GreRx::open_members(ifindex, local, n, true) {
             Ok(members) => Ok(GreRxGroup {
                 members,
@@ -127,9 +144,10 @@ impl GreRx {
 
     fn open_one(ifindex: u32, local: Ipv4Addr, all_protocols: bool) -> io::Result<GreRx> {
         // Protocol 0 at creation: nothing is queued until bind(), and by then the filter is on.
-        let fd = sys::packet_socket(libc::SOCK_DGRAM)?;
+        let fd = sys::packet_socket(libc::SOCK_RAW)?;
         let raw = fd.as_raw_fd();
-        attach_filter(raw, &gre_to(local))?;
+        attach_filter(raw, &gre_to(local, ETH_HLEN))?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         if sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
             let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
@@ -184,8 +202,9 @@ impl GreRx {
         self.fd.as_raw_fd()
     }
 
-    /// Receive one IPv4 packet into `buf`; `WouldBlock` when none is queued. Returns the
-    /// packet's full length, which exceeds `buf.len()` if it was cut.
+    /// Receive one packet into `buf`: the IPv4 packet at [`LINK_OFFSET`], after its
+    /// virtio-net and Ethernet headers; `WouldBlock` when none is queued. Returns the full
+    /// length, which exceeds `buf.len()` if it was cut.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         sys::recv(self.fd.as_raw_fd(), buf, libc::MSG_TRUNC)
     }
@@ -207,7 +226,17 @@ mod test {
 
     #[test]
     fn filter_takes_only_gre_to_us() {
-        let f = gre_to(Ipv4Addr::new(198, 18, 0, 1));
+        // As a SOCK_RAW packet socket's filter sees it: after an Ethernet header.
+        let eth = |ip: Vec<u8>| [vec![0u8; 14], ip].concat();
+        let f = gre_to(Ipv4Addr::new(198, 18, 0, 1), 14);
+        assert_eq!(run(&f, &eth(ipv4(47, [198, 18, 0, 1]))), u32::MAX);
+        assert_eq!(run(&f, &eth(ipv4(47, [198, 18, 0, 3]))), 0, "GRE to another host");
+        assert_eq!(
+            run(&f, &ipv4(47, [198, 18, 0, 1])),
+            0,
+            "offsets without the Ethernet header"
+        );
+        let f = gre_to(Ipv4Addr::new(198, 18, 0, 1), 0);
         assert_eq!(run(&f, &ipv4(47, [198, 18, 0, 1])), u32::MAX);
         assert_eq!(run(&f, &ipv4(47, [198, 18, 0, 3])), 0, "GRE to another host");
         assert_eq!(run(&f, &ipv4(17, [198, 18, 0, 1])), 0, "UDP to us");
@@ -297,6 +326,15 @@ mod test {
             });
             let raw = crate::tunnel::GreSocket::open(lo).expect("raw GRE socket");
             raw.set_send_only().expect("send-only filter");
+            // Sending as a peer that lets its packets fragment (an older Cloud Rack sent
+            // super-frames so): the fanout still hands them over reassembled.
+            sys::setsockopt_int(
+                raw.fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DONT,
+            )
+            .expect("IP_PMTUDISC_DONT");
 
             let mut sent = Vec::new();
             for sport in 1000..1032u16 {
@@ -329,12 +367,15 @@ mod test {
             for (m, rx) in members.iter().enumerate() {
                 while let Ok(n) = rx.recv(&mut buf) {
                     per_member[m] += 1;
-                    if buf[22..24] == [0x88, 0xb5] {
+                    let vnet = cloudrack_wire::vnet_hdr::VnetHdr::parse(&buf).expect("virtio-net header");
+                    assert!(!vnet.is_gso(), "lo does no GRO: {vnet:?}");
+                    let ip = &buf[LINK_OFFSET..n];
+                    if ip[22..24] == [0x88, 0xb5] {
                         supers_per_member[m] += 1;
                     }
-                    let d = crate::tunnel::decap(&buf[..n]).expect("decap");
+                    let d = crate::tunnel::decap(ip).expect("decap");
                     assert_eq!((d.src, d.key), (lo, 7));
-                    got.push(buf[20..n].to_vec());
+                    got.push(ip[20..].to_vec());
                 }
             }
             assert_eq!(got.len(), sent.len(), "per member {per_member:?}");

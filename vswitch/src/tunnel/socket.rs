@@ -2,10 +2,13 @@
 //! IP_HDRINCL) and routes it, so the underlay's ARP and routing serve us. On receive it hands
 //! us the whole IPv4 packet.
 //!
-//! Fragmentation, chosen deliberately: the socket uses IP_PMTUDISC_DONT, so an inner frame too
-//! large for the underlay MTU leaves as outer IPv4 fragments and arrives whole (the receiver's
-//! kernel reassembles before raw delivery) instead of failing with EMSGSIZE and vanishing.
-//! TCP super-frames are cut small enough to need no fragmentation in the first place.
+//! No fragmentation, chosen deliberately: the socket uses IP_PMTUDISC_DO, so every packet
+//! leaves with DF set and one too big for the path MTU fails at once with EMSGSIZE instead of
+//! leaving as outer fragments (a lost fragment loses the whole packet, and many networks drop
+//! fragments outright). The datapath cuts what it sends to the path MTU (`dp::tunnel_tx`,
+//! `tunnel::pmtu`), and routers on the path that cannot forward a packet answer with ICMP
+//! "fragmentation needed", from which the kernel learns the smaller path MTU (through this
+//! socket's ICMP error handler) and our next send to that remote fails, so we learn it too.
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSlice};
@@ -26,8 +29,8 @@ impl GreSocket {
         )?;
         sock.set_nonblocking(true)?;
         sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
-        // Reassembled super-frames are costly in buffer accounting (each fragment keeps its own
-        // buffer): a small receive buffer drops whole 64 KB frames. Root may exceed rmem_max.
+        // Large buffers for bursts of segments (and, on the raw-receive fallback, fragmented
+        // packets from peers that fragment). Root may exceed rmem_max.
         for (opt, size) in [(libc::SO_RCVBUFFORCE, 64 << 20), (libc::SO_SNDBUFFORCE, 16 << 20)] {
             if crate::os::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, size).is_err() {
                 let _ = sock.set_recv_buffer_size(size as usize);
@@ -37,7 +40,7 @@ impl GreSocket {
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DONT,
+            libc::IP_PMTUDISC_DO,
         )?;
         Ok(GreSocket { sock })
     }
