@@ -188,22 +188,26 @@ fn bytes<'b>(w: &'b Work<'_>) -> &'b [u8] {
     }
 }
 
+/// Work on a fresh copy of the frame from now on; a copy it replaces stays alive (an output
+/// may point at it) until the scratch is released.
+fn copy_out(w: &mut Work<'_>, scratch: &mut Scratch) {
+    let copy = scratch.take(bytes(w));
+    let old = std::mem::replace(
+        w,
+        Work::Copy {
+            buf: copy,
+            shared: false,
+        },
+    );
+    if let Work::Copy { buf, .. } = old {
+        scratch.keep(buf);
+    }
+}
+
 /// The frame, ready for an in-place edit: copied first if an output may point at it.
 fn writable<'b>(w: &'b mut Work<'_>, scratch: &mut Scratch) -> &'b mut [u8] {
-    let must_copy = match w {
-        Work::Base { shared, .. } | Work::Copy { shared, .. } => *shared,
-    };
-    if must_copy {
-        let copy = scratch.take(bytes(w));
-        if let Work::Copy { buf, .. } = std::mem::replace(
-            w,
-            Work::Copy {
-                buf: copy,
-                shared: false,
-            },
-        ) {
-            scratch.keep(buf);
-        }
+    if matches!(w, Work::Base { shared: true, .. } | Work::Copy { shared: true, .. }) {
+        copy_out(w, scratch);
     }
     match w {
         Work::Base { frame, .. } => frame,
@@ -213,21 +217,8 @@ fn writable<'b>(w: &'b mut Work<'_>, scratch: &mut Scratch) -> &'b mut [u8] {
 
 /// The frame as an owned, growable copy (for VLAN push and pop).
 fn owned<'b>(w: &'b mut Work<'_>, scratch: &mut Scratch) -> &'b mut Vec<u8> {
-    let needs = match w {
-        Work::Base { .. } => true,
-        Work::Copy { shared, .. } => *shared,
-    };
-    if needs {
-        let copy = scratch.take(bytes(w));
-        if let Work::Copy { buf, .. } = std::mem::replace(
-            w,
-            Work::Copy {
-                buf: copy,
-                shared: false,
-            },
-        ) {
-            scratch.keep(buf);
-        }
+    if matches!(w, Work::Base { .. } | Work::Copy { shared: true, .. }) {
+        copy_out(w, scratch);
     }
     match w {
         Work::Copy { buf, .. } => buf,
