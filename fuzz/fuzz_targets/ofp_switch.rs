@@ -17,6 +17,7 @@
 #![no_main]
 
 use cloudrack_fuzz::split_messages;
+use cloudrack_vswitch::ofp::agent::MIN_FRAME;
 use cloudrack_vswitch::ofp::translate;
 use cloudrack_vswitch::pipeline::actions::{compile_actions, Context};
 use cloudrack_vswitch::pipeline::execute::{execute, ExecDrop, Scratch, Sink, ToController};
@@ -192,6 +193,8 @@ fn handle(raw: &[u8], m: Message, table: &mut Pipeline) {
             Ok(_) => run_packets(table),
             Err(e) => error(e),
         },
+        // The agent refuses a PACKET_OUT shorter than an Ethernet header before it gets here.
+        Body::PacketOut(po) if po.data.len() < MIN_FRAME => error((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_PACKET)),
         Body::PacketOut(po) => match compile_actions(&po.actions, Context::PacketOut, &*table) {
             Ok(acts) => {
                 let (key, _) = extract(&po.data, po.in_port, 0);

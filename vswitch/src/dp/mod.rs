@@ -17,6 +17,8 @@ pub mod offload;
 pub mod output;
 pub mod security;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 pub mod tunnel_tx;
 pub mod txq;
 mod worker;

@@ -8,6 +8,9 @@ use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequ
 use cloudrack_wire::tccs::TccsMsg;
 use tracing::{debug, warn};
 
+/// The shortest frame a PACKET_OUT may carry: an Ethernet header.
+pub const MIN_FRAME: usize = 14;
+
 /// Bytes of entries per multipart reply message (the length field is 16 bits).
 pub const MULTIPART_CHUNK: usize = 60_000;
 
@@ -159,6 +162,8 @@ impl Agent {
                 // No buffers here: every PACKET_IN carries its whole frame.
                 let r = if po.buffer_id != ofp::OFP_NO_BUFFER {
                     Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BUFFER_UNKNOWN))
+                } else if po.data.len() < MIN_FRAME {
+                    Err((ofp::OFPET_BAD_REQUEST, ofp::OFPBRC_BAD_PACKET))
                 } else {
                     ops.packet_out(&po)
                 };

@@ -9,6 +9,7 @@
 
 pub mod afpacket;
 pub mod batch;
+pub mod mem;
 pub mod tap;
 
 use batch::{RxBatch, BATCH};
