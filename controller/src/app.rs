@@ -4,6 +4,8 @@
 
 use crate::commander::{Commander, Learned, Limits, Location, Mac, Refusal};
 use crate::conn_tx::{ConnTx, SendError};
+use crate::event::Event;
+use crate::ids::ConnId;
 use crate::members::Members;
 use crate::reconcile::{Finished, Occasion, Reconciler};
 use crate::store::{Change, MemoryStore, Snapshot, Store};
@@ -15,41 +17,6 @@ use cloudrack_wire::tccs::TccsMsg;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
-
-pub type ConnId = u64;
-
-#[derive(Debug)]
-pub enum Event {
-    Connected {
-        conn: ConnId,
-        tx: ConnTx,
-        peer: std::net::SocketAddr,
-    },
-    Message {
-        conn: ConnId,
-        msg: Message,
-    },
-    Disconnected {
-        conn: ConnId,
-    },
-    /// We won the election (etcd): take over every switch with this generation id.
-    Elected {
-        generation: u64,
-    },
-    /// The master is now `name` (possibly us).
-    Leader {
-        generation: u64,
-        name: String,
-    },
-    /// We may no longer act as master (election lease lost, or fenced out of etcd).
-    LeadershipLost {
-        reason: String,
-    },
-    /// A connected host's entries expired in the store: record them again.
-    Resync {
-        dpid: u64,
-    },
-}
 
 /// Who is in charge of the switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

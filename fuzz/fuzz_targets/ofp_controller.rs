@@ -17,8 +17,9 @@
 
 #![no_main]
 
-use cloudrack_controller::app::{App, Config, Event};
+use cloudrack_controller::app::{App, Config};
 use cloudrack_controller::conn_tx::ConnTx;
+use cloudrack_controller::event::Event;
 use cloudrack_controller::tccs::{FIRST_TUNNEL_PORT, LAST_TUNNEL_PORT};
 use cloudrack_fuzz::Control;
 use cloudrack_wire::ofp::{self, Body, Message};

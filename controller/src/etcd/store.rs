@@ -6,7 +6,7 @@
 //! alive and its entries expire after `host_ttl`.
 
 use super::{keys, Etcd};
-use crate::app::Event;
+use crate::event::Event;
 use crate::store::{Change, HostRecord, LocationRecord, Snapshot, Store, StoreError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::collections::{HashMap, HashSet, VecDeque};
