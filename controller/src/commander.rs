@@ -9,9 +9,8 @@
 //! gratuitous ARP and RARP included, does not take its traffic. Tables are bounded per port
 //! and per network, so a VM inventing source MACs cannot grow the controller without end.
 
+use crate::ids::Mac;
 use std::collections::{HashMap, HashSet};
-
-pub type Mac = [u8; 6];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -345,7 +344,7 @@ impl Commander {
 mod test {
     use super::*;
 
-    const M: Mac = [2, 0, 0, 0, 0, 1];
+    const M: Mac = Mac([2, 0, 0, 0, 0, 1]);
 
     const A: Location = Location { dpid: 1, port: 1 };
     const A2: Location = Location { dpid: 1, port: 2 };
@@ -409,7 +408,7 @@ mod test {
             macs_per_port: 2,
             macs_per_vnet: 3,
         });
-        let mac = |i: u8| [2, 0, 0, 0, 1, i];
+        let mac = |i: u8| Mac([2, 0, 0, 0, 1, i]);
         assert_eq!(c.learn(0, mac(1), A), Learned::New);
         assert_eq!(c.learn(0, mac(2), A), Learned::New);
         assert_eq!(c.learn(0, mac(3), A), Learned::Refused(Refusal::PortFull));
@@ -444,7 +443,7 @@ mod test {
     #[test]
     fn ports_with_macs_follow_moves_and_released_marks_stay_until_the_mac_shows_up() {
         let mut c = Commander::default();
-        let m2 = [2, 0, 0, 0, 0, 2];
+        let m2 = Mac([2, 0, 0, 0, 0, 2]);
         c.learn(0, M, A);
         c.learn(0, m2, A2);
         let mut ports = c.ports_with_macs(1);
@@ -457,10 +456,10 @@ mod test {
         assert_eq!(c.ports_with_macs(1), vec![1]);
         assert_eq!(c.located_on(2), vec![(0, m2, B)]);
         // Loaded from a store that says its port is gone.
-        assert!(c.learn_if_unknown(0, [2, 0, 0, 0, 0, 3], C));
-        c.release(0, [2, 0, 0, 0, 0, 3]);
-        assert!(c.released(0, &[2, 0, 0, 0, 0, 3]));
-        assert_eq!(c.learn(0, [2, 0, 0, 0, 0, 3], B), Learned::Moved { from: C });
+        assert!(c.learn_if_unknown(0, Mac([2, 0, 0, 0, 0, 3]), C));
+        c.release(0, Mac([2, 0, 0, 0, 0, 3]));
+        assert!(c.released(0, &Mac([2, 0, 0, 0, 0, 3])));
+        assert_eq!(c.learn(0, Mac([2, 0, 0, 0, 0, 3]), B), Learned::Moved { from: C });
         assert!(c.ports_with_macs(3).is_empty());
         c.bind(0, M, C);
         assert_eq!(c.bound_ports_of(3), vec![1]);

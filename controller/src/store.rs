@@ -7,7 +7,8 @@
 //! controller rebuilds from the switches' flow tables as before) and `crate::etcd::EtcdStore`
 //! (TCCS registry, tunnels and MAC locations in etcd, under leases of their hosts).
 
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::Mac;
 use crate::tccs::TunnelPair;
 use std::net::Ipv4Addr;
 

@@ -1,6 +1,7 @@
 //! TCCS, the Topology Central Control Service: which host (dpid) has which underlay address,
 //! and which GRE tunnels exist between hosts. Pure state; the app sends the messages.
 
+use crate::ids::Mac;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -13,7 +14,7 @@ pub const LAST_TUNNEL_PORT: u32 = 0xdfff;
 pub struct Host {
     pub dpid: u64,
     pub underlay_ip: Ipv4Addr,
-    pub underlay_mac: [u8; 6],
+    pub underlay_mac: Mac,
     next_tunnel_port: u32,
 }
 
@@ -67,7 +68,7 @@ pub enum Ensure {
 }
 
 impl Tccs {
-    pub fn register(&mut self, dpid: u64, underlay_ip: Ipv4Addr, underlay_mac: [u8; 6]) {
+    pub fn register(&mut self, dpid: u64, underlay_ip: Ipv4Addr, underlay_mac: Mac) {
         let next = self.hosts.get(&dpid).map_or(FIRST_TUNNEL_PORT, |h| h.next_tunnel_port);
         self.hosts.insert(
             dpid,
@@ -234,9 +235,9 @@ mod test {
 
     fn tccs() -> Tccs {
         let mut t = Tccs::default();
-        t.register(1, Ipv4Addr::new(198, 18, 0, 1), [2, 0, 0, 0, 0, 1]);
-        t.register(2, Ipv4Addr::new(198, 18, 0, 2), [2, 0, 0, 0, 0, 2]);
-        t.register(3, Ipv4Addr::new(198, 18, 0, 3), [2, 0, 0, 0, 0, 3]);
+        t.register(1, Ipv4Addr::new(198, 18, 0, 1), Mac([2, 0, 0, 0, 0, 1]));
+        t.register(2, Ipv4Addr::new(198, 18, 0, 2), Mac([2, 0, 0, 0, 0, 2]));
+        t.register(3, Ipv4Addr::new(198, 18, 0, 3), Mac([2, 0, 0, 0, 0, 3]));
         t
     }
 

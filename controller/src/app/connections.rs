@@ -2,9 +2,9 @@
 //! going away; and sending to a switch by its dpid.
 
 use super::log::{debug, info, warn};
-use crate::commander::Mac;
 use crate::conn_tx::{ConnTx, SendError};
 use crate::ids::ConnId;
+use crate::ids::Mac;
 use crate::reconcile::Occasion;
 use crate::store::Change;
 use cloudrack_wire::ofp::{self, Body, Message};

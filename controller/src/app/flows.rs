@@ -1,7 +1,8 @@
 //! What the app programs into switches: forwarding entries (FLOW_MOD add, strict delete) for
 //! a (network, MAC), and frames sent out of a port or flooded in a network (PACKET_OUT).
 
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::Mac;
 use cloudrack_wire::ofp::{self, Action, Body, Instruction, Match, Oxm};
 
 /// Priority of the forwarding entries we install.
@@ -30,7 +31,7 @@ impl super::App {
                     id: vnet as u64,
                     mask: None,
                 })
-                .with(Oxm::EthDst { mac, mask: None }),
+                .with(Oxm::EthDst { mac: mac.0, mask: None }),
             instructions: Vec::new(),
         };
         self.send(dpid, Body::FlowMod(fm));
@@ -55,7 +56,7 @@ impl super::App {
                     id: vnet as u64,
                     mask: None,
                 })
-                .with(Oxm::EthDst { mac, mask: None }),
+                .with(Oxm::EthDst { mac: mac.0, mask: None }),
             instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
         };
         if self.send(dpid, Body::FlowMod(fm)) {

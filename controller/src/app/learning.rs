@@ -4,9 +4,9 @@
 //! (timed until each has answered a barrier).
 
 use super::log::{debug, info, warn};
-use crate::commander::{Learned, Location, Mac, Refusal};
+use crate::commander::{Learned, Location, Refusal};
+use crate::ids::Mac;
 use crate::store::Change;
-use cloudrack_wire::mac::fmt as fmt_mac;
 use cloudrack_wire::ofp::{self, Body};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -21,10 +21,6 @@ pub(super) struct PendingMove {
     pub(super) switches: usize,
 }
 
-fn is_multicast(m: &Mac) -> bool {
-    m[0] & 1 != 0
-}
-
 impl super::App {
     pub(super) fn packet_in(&mut self, dpid: u64, pin: &ofp::PacketIn) {
         let Some(in_port) = pin.match_.in_port() else { return };
@@ -35,18 +31,18 @@ impl super::App {
         if pin.data.len() < 14 {
             return;
         }
-        let dst: Mac = pin.data[0..6].try_into().unwrap_or([0; 6]);
-        let src: Mac = pin.data[6..12].try_into().unwrap_or([0; 6]);
+        let dst = Mac(pin.data[0..6].try_into().unwrap_or([0; 6]));
+        let src = Mac(pin.data[6..12].try_into().unwrap_or([0; 6]));
         self.counters.packet_ins += 1;
         if self.tccs.is_tunnel_port(dpid, in_port) {
             // Frames from controller-made tunnels teach nothing: their senders are known.
             return;
         }
         // A frame whose sender may not be here (spoofed, or its port is full) goes no further.
-        if !is_multicast(&src) && !self.learn(dpid, in_port, vnet, src) {
+        if !src.is_multicast() && !self.learn(dpid, in_port, vnet, src) {
             return;
         }
-        if is_multicast(&dst) {
+        if dst.is_multicast() {
             self.relay_flood(dpid, vnet, &pin.data);
             return;
         }
@@ -126,7 +122,7 @@ impl super::App {
                         dpid = format!("{dpid:016x}"),
                         port,
                         vnet,
-                        mac = fmt_mac(&mac),
+                        mac = mac.to_string(),
                         reason = ?why,
                         owner,
                         moves_refused = self.counters.moves_refused,
@@ -145,7 +141,7 @@ impl super::App {
                     dpid = format!("{dpid:016x}"),
                     port,
                     vnet,
-                    mac = fmt_mac(&mac),
+                    mac = mac.to_string(),
                     "learned"
                 );
                 self.flow_add(dpid, vnet, mac, port, 0);
@@ -154,7 +150,7 @@ impl super::App {
                 let started = Instant::now();
                 info!(
                     vnet,
-                    mac = fmt_mac(&mac),
+                    mac = mac.to_string(),
                     from = format!("{:016x}", from.dpid),
                     to = format!("{dpid:016x}"),
                     "MAC moved; re-pointing"
@@ -207,7 +203,7 @@ impl super::App {
             self.move_times_ms.push(ms);
             info!(
                 vnet = m.vnet,
-                mac = fmt_mac(&m.mac),
+                mac = m.mac.to_string(),
                 switches = m.switches,
                 move_repointed_ms = format!("{ms:.3}"),
                 "MAC move re-pointed on every switch"
@@ -220,7 +216,10 @@ impl super::App {
         self.moves.retain(|m| {
             let stale = m.started.elapsed() > Duration::from_secs(10);
             if stale {
-                warn!(mac = fmt_mac(&m.mac), "move not confirmed by every switch within 10 s");
+                warn!(
+                    mac = m.mac.to_string(),
+                    "move not confirmed by every switch within 10 s"
+                );
             }
             !stale
         });
@@ -229,7 +228,7 @@ impl super::App {
     /// A switch's entry for a MAC is gone (expired, or deleted): it no longer holds one.
     pub(super) fn flow_removed(&mut self, dpid: u64, fr: &ofp::FlowRemoved) {
         let vnet = u32::try_from(fr.match_.tunnel_id().unwrap_or(0));
-        if let (Some(mac), Ok(vnet)) = (fr.match_.eth_dst(), vnet) {
+        if let (Some(mac), Ok(vnet)) = (fr.match_.eth_dst().map(Mac), vnet) {
             self.commander.removed_from(vnet, mac, dpid);
         }
     }
@@ -257,7 +256,7 @@ impl super::App {
                     dpid = format!("{dpid:016x}"),
                     port = port_no,
                     vnet,
-                    mac = fmt_mac(&mac),
+                    mac = mac.to_string(),
                     "port bound to VM"
                 );
             }
@@ -267,7 +266,7 @@ impl super::App {
                 dpid = format!("{dpid:016x}"),
                 port = port_no,
                 vnet,
-                mac = fmt_mac(&mac),
+                mac = mac.to_string(),
                 "port binding released"
             );
         }
@@ -297,7 +296,7 @@ impl super::App {
         }
         info!(
             vnet,
-            mac = fmt_mac(&mac),
+            mac = mac.to_string(),
             dst = format!("{dst_dpid:016x}"),
             dst_port,
             phase,

@@ -29,7 +29,7 @@ pub use status::AppCounters;
 
 use crate::commander::{Commander, Limits};
 use crate::event::Event;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Mac};
 use crate::members::Members;
 use crate::reconcile::Reconciler;
 use crate::store::{Change, MemoryStore, Store};
@@ -201,7 +201,7 @@ impl App {
                 dpid: reg,
                 underlay_ip,
                 underlay_mac,
-            } => self.host_registered(dpid, reg, underlay_ip, underlay_mac),
+            } => self.host_registered(dpid, reg, underlay_ip, Mac(underlay_mac)),
             TccsMsg::TunnelReport {
                 remote_dpid,
                 remote_ip,
@@ -232,7 +232,7 @@ impl App {
                 bound,
             } => {
                 if let Some(dpid) = dpid {
-                    self.port_binding(dpid, port_no, vnet, mac, bound);
+                    self.port_binding(dpid, port_no, vnet, Mac(mac), bound);
                 }
             }
             TccsMsg::MigrationNotify {
@@ -241,7 +241,7 @@ impl App {
                 dst_dpid,
                 phase,
                 dst_port,
-            } => self.migration_notice(dpid, vnet, mac, dst_dpid, phase, dst_port),
+            } => self.migration_notice(dpid, vnet, Mac(mac), dst_dpid, phase, dst_port),
             other => debug!(?other, "TCCS message not handled"),
         }
     }

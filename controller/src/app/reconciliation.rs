@@ -5,11 +5,11 @@
 
 use super::flows::FLOW_PRIORITY;
 use super::log::{debug, info, warn};
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::Mac;
 use crate::reconcile::{Finished, Occasion};
 use crate::store::Change;
 use crate::tccs::{FIRST_TUNNEL_PORT, LAST_TUNNEL_PORT};
-use cloudrack_wire::mac::fmt as fmt_mac;
 use cloudrack_wire::ofp::{self, Action, Body, Instruction, Match, MultipartReplyBody, MultipartRequestBody};
 use cloudrack_wire::tccs::TccsMsg;
 use std::collections::HashSet;
@@ -17,7 +17,7 @@ use std::time::Instant;
 
 /// A forwarding entry's (vnet, eth_dst, output port), from a switch's flow stats.
 fn forwarding_entry(s: &ofp::FlowStats) -> Option<(u32, Mac, Option<u32>)> {
-    let mac = s.match_.eth_dst()?;
+    let mac = Mac(s.match_.eth_dst()?);
     // Networks are 32-bit GRE keys; a wider tunnel id is not one of ours.
     let vnet = u32::try_from(s.match_.tunnel_id().unwrap_or(0)).ok()?;
     let out = s.instructions.iter().find_map(|i| match i {
@@ -283,7 +283,7 @@ impl super::App {
                         dpid = format!("{:016x}", e.dpid),
                         port = e.out,
                         vnet = e.vnet,
-                        mac = fmt_mac(&e.mac),
+                        mac = e.mac.to_string(),
                         registered = format!("{:016x}/{}", l.dpid, l.port),
                         "a switch delivers a MAC locally that the registry places at another live port; left as it is"
                     );

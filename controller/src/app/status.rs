@@ -2,7 +2,6 @@
 //! log, once a tick when it changed).
 
 use super::Role;
-use cloudrack_wire::mac::fmt as fmt_mac;
 
 /// What the app refused or dropped, by reason (in the status log and `status()`).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -84,7 +83,7 @@ impl super::App {
                 serde_json::json!({
                     "dpid": format!("{:016x}", h.dpid),
                     "underlay_ip": h.underlay_ip,
-                    "underlay_mac": fmt_mac(&h.underlay_mac),
+                    "underlay_mac": h.underlay_mac.to_string(),
                     "connected": self.by_dpid.contains_key(&h.dpid),
                 })
             })

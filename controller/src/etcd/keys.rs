@@ -11,7 +11,8 @@
 //! Locations live under their host's lease, tunnels under their lower host's: when a host
 //! vanishes and nobody keeps its lease alive, its entries expire with it.
 
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::Mac;
 use crate::store::HostRecord;
 use crate::tccs::TunnelPair;
 use serde::{Deserialize, Serialize};
@@ -33,18 +34,16 @@ pub fn tunnel(prefix: &str, t: &TunnelPair) -> String {
 }
 
 pub fn location(prefix: &str, vnet: u32, mac: &Mac) -> String {
-    format!("{prefix}/locations/{vnet}/{}", fmt_mac(mac))
+    format!("{prefix}/locations/{vnet}/{mac}")
 }
 
 pub fn election(prefix: &str) -> String {
     format!("{prefix}/election")
 }
 
-pub use cloudrack_wire::mac::fmt as fmt_mac;
-
 /// A MAC in the canonical form we write (`02:00:00:00:0a:ff`); anything else is not our key.
 pub fn parse_mac(s: &str) -> Option<Mac> {
-    cloudrack_wire::mac::parse(s).filter(|m| fmt_mac(m) == s)
+    s.parse::<Mac>().ok().filter(|m| m.to_string() == s)
 }
 
 /// The key's meaning, or None for a key that is not ours (or malformed).
@@ -102,7 +101,7 @@ fn is_false(b: &bool) -> bool {
 pub fn host_value(h: &HostRecord) -> String {
     serde_json::to_string(&HostValue {
         underlay_ip: h.underlay_ip,
-        underlay_mac: fmt_mac(&h.underlay_mac),
+        underlay_mac: h.underlay_mac.to_string(),
     })
     .unwrap_or_default()
 }
@@ -171,9 +170,10 @@ mod test {
             port_b: 0x4001,
             key: 7,
         };
-        let mac = [2, 0, 0, 0, 0xa, 0xff];
+        let mac = Mac([2, 0, 0, 0, 0xa, 0xff]);
         assert_eq!(host(P, 0x2a), "/cloudrack/hosts/000000000000002a");
         assert_eq!(parse(P, &host(P, 0x2a)), Some(Key::Host(0x2a)));
+        assert_eq!(tunnel(P, &t), "/cloudrack/tunnels/0000000000000001-00000000000000ab-7");
         assert_eq!(parse(P, &tunnel(P, &t)), Some(Key::Tunnel { a: 1, b: 0xab, key: 7 }));
         assert_eq!(location(P, 5, &mac), "/cloudrack/locations/5/02:00:00:00:0a:ff");
         assert_eq!(parse(P, &location(P, 5, &mac)), Some(Key::Location { vnet: 5, mac }));
@@ -188,8 +188,13 @@ mod test {
         let h = HostRecord {
             dpid: 3,
             underlay_ip: Ipv4Addr::new(198, 18, 0, 3),
-            underlay_mac: [2, 0, 0, 0, 1, 3],
+            underlay_mac: Mac([2, 0, 0, 0, 1, 3]),
         };
+        // The values as etcdctl shows them (other controllers' versions read the same).
+        assert_eq!(
+            host_value(&h),
+            r#"{"underlay_ip":"198.18.0.3","underlay_mac":"02:00:00:00:01:03"}"#
+        );
         assert_eq!(parse_host(3, host_value(&h).as_bytes()), Some(h));
         let t = TunnelPair {
             a: 1,
@@ -198,10 +203,15 @@ mod test {
             port_b: 0x4003,
             key: 0,
         };
+        assert_eq!(tunnel_value(&t), r#"{"port_a":16384,"port_b":16387}"#);
         assert_eq!(parse_tunnel(1, 2, 0, tunnel_value(&t).as_bytes()), Some(t));
         let at = Location { dpid: 9, port: 4 };
         assert_eq!(parse_location(location_value(&at, false).as_bytes()), Some((at, false)));
         assert_eq!(parse_location(location_value(&at, true).as_bytes()), Some((at, true)));
+        assert_eq!(
+            location_value(&at, true),
+            r#"{"dpid":"0000000000000009","port":4,"port_gone":true}"#
+        );
         // Written before port_gone existed.
         let old = br#"{"dpid":"0000000000000009","port":4}"#;
         assert_eq!(parse_location(old), Some((at, false)));

@@ -18,7 +18,7 @@ pub fn registry(etcd: &Etcd) -> Result<Value, StoreError> {
                     hosts.push(json!({
                         "dpid": format!("{dpid:016x}"),
                         "underlay_ip": h.underlay_ip,
-                        "underlay_mac": keys::fmt_mac(&h.underlay_mac),
+                        "underlay_mac": h.underlay_mac.to_string(),
                         "lease": format!("{:x}", kv.lease()),
                     }));
                 }
@@ -36,7 +36,7 @@ pub fn registry(etcd: &Etcd) -> Result<Value, StoreError> {
                 if let Some((at, port_gone)) = keys::parse_location(kv.value()) {
                     locations.push(json!({
                         "vnet": vnet,
-                        "mac": keys::fmt_mac(&mac),
+                        "mac": mac.to_string(),
                         "dpid": format!("{:016x}", at.dpid),
                         "port": at.port,
                         "port_gone": port_gone,

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn first_packet_brings_up_a_tunnel_and_flows_on_both_ends() {
     let mut r = rig(2);
-    r.packet_in(2, 5, [0xff; 6], VM_M); // M announces itself on host 2, port 5
+    r.packet_in(2, 5, BROADCAST, VM_M); // M announces itself on host 2, port 5
     r.drain_all();
     r.packet_in(1, 1, VM_M, VM_A); // A (host 1, port 1) sends to M
     let h1 = r.drain(1);
@@ -34,14 +34,14 @@ fn first_packet_brings_up_a_tunnel_and_flows_on_both_ends() {
 #[test]
 fn a_migration_notice_repoints_every_holder_and_the_old_host() {
     let mut r = rig(3);
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     r.packet_in(1, 1, VM_M, VM_A);
     r.drain_all();
     // The destination (host 3, port 9) declared the VM, and announces it at the source's STOP.
     r.bind(3, 9, VM_M);
     let notice = TccsMsg::MigrationNotify {
         vnet: 0,
-        mac: VM_M,
+        mac: VM_M.0,
         dst_dpid: 3,
         phase: cloudrack_wire::tccs::MIGRATION_STOPPED,
         dst_port: 9,
@@ -80,18 +80,18 @@ fn a_migration_notice_repoints_every_holder_and_the_old_host() {
     }
     assert_eq!(r.app.move_times_ms.len(), 1);
     // The VM's own announce afterwards changes nothing.
-    r.packet_in(3, 9, [0xff; 6], VM_M);
+    r.packet_in(3, 9, BROADCAST, VM_M);
     assert!(flows(&r.drain(1)).is_empty());
 }
 
 #[test]
 fn a_spoofed_mac_steals_nothing_and_goes_nowhere() {
     let mut r = rig(3);
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     r.packet_in(1, 1, VM_M, VM_A);
     r.drain_all();
     // Host 3's port 7 is not bound to M: its gratuitous ARP, and a unicast, with M's MAC.
-    r.packet_in(3, 7, [0xff; 6], VM_M);
+    r.packet_in(3, 7, BROADCAST, VM_M);
     r.packet_in(3, 7, VM_A, VM_M);
     let (h1, h2, h3) = (r.drain(1), r.drain(2), r.drain(3));
     assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
@@ -101,7 +101,7 @@ fn a_spoofed_mac_steals_nothing_and_goes_nowhere() {
     assert_eq!(r.app.counters.moves_refused, 2);
     // Bound, the same port takes it over (a migration's destination).
     r.bind(3, 7, VM_M);
-    r.packet_in(3, 7, [0xff; 6], VM_M);
+    r.packet_in(3, 7, BROADCAST, VM_M);
     assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 7 }));
     assert!(!flows(&r.drain(1)).is_empty(), "the holder was re-pointed");
 }
@@ -112,12 +112,12 @@ fn a_port_inventing_macs_is_capped() {
     r.app.commander.limits.macs_per_port = 10;
     for i in 0..1000u32 {
         let b = i.to_be_bytes();
-        r.packet_in(1, 1, [0xff; 6], [2, 0xee, b[0], b[1], b[2], b[3]]);
+        r.packet_in(1, 1, BROADCAST, Mac([2, 0xee, b[0], b[1], b[2], b[3]]));
     }
     assert_eq!(r.app.commander.len(), 10);
     assert_eq!(r.app.counters.macs_refused_full, 990);
     // Other ports still learn.
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
 }
 
@@ -131,7 +131,7 @@ fn broadcasts_are_relayed_only_to_hosts_in_the_network() {
             msg: Message::new(5, pv.to_body()),
         });
     }
-    r.packet_in(1, 1, [0xff; 6], VM_A);
+    r.packet_in(1, 1, BROADCAST, VM_A);
     let relayed = |bodies: Vec<Body>| bodies.iter().any(|b| matches!(b, Body::PacketOut(_)));
     assert!(relayed(r.drain(2)), "host 2 has a port in network 0");
     assert!(!relayed(r.drain(3)), "host 3 has none");
@@ -140,10 +140,10 @@ fn broadcasts_are_relayed_only_to_hosts_in_the_network() {
 #[test]
 fn a_notice_from_another_switch_is_ignored() {
     let mut r = rig(3);
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     let notice = TccsMsg::MigrationNotify {
         vnet: 0,
-        mac: VM_M,
+        mac: VM_M.0,
         dst_dpid: 3,
         phase: 2,
         dst_port: 9,
@@ -160,7 +160,7 @@ fn a_notice_from_another_switch_is_ignored() {
 #[test]
 fn a_deleted_tunnel_end_is_forgotten() {
     let mut r = rig(2);
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     r.packet_in(1, 1, VM_M, VM_A);
     let t = r.app.tccs.between(1, 2, 0).expect("a tunnel between 1 and 2");
     r.drain_all();

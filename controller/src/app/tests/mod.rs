@@ -7,17 +7,19 @@ mod takeover;
 
 use super::flows::{COOKIE, FLOW_PRIORITY};
 use super::*;
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
 use crate::conn_tx::ConnTx;
+use crate::ids::Mac;
 use crate::store::{LocationRecord, Snapshot};
 use crate::tccs::{TunnelPair, FIRST_TUNNEL_PORT};
 use cloudrack_wire::ofp::{Action, Instruction, Match, MultipartReplyBody, MultipartRequestBody, Oxm};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-const VM_A: Mac = [2, 0, 0, 0, 0, 0xa];
-const VM_M: Mac = [2, 0, 0, 0, 0, 0xb];
-const VM_X: Mac = [2, 0, 0, 0, 0, 0xc];
+const VM_A: Mac = Mac([2, 0, 0, 0, 0, 0xa]);
+const VM_M: Mac = Mac([2, 0, 0, 0, 0, 0xb]);
+const VM_X: Mac = Mac([2, 0, 0, 0, 0, 0xc]);
+const BROADCAST: Mac = Mac([0xff; 6]);
 
 /// The controller's first tunnel port on each host.
 const T: u32 = FIRST_TUNNEL_PORT;
@@ -81,7 +83,7 @@ impl Rig {
         let b = TccsMsg::PortBinding {
             port_no,
             vnet: 0,
-            mac,
+            mac: mac.0,
             bound: true,
         };
         self.app.handle(Event::Message {
@@ -102,8 +104,8 @@ impl Rig {
         }
     }
     fn packet_in(&mut self, dpid: u64, in_port: u32, dst: Mac, src: Mac) {
-        let mut data = dst.to_vec();
-        data.extend_from_slice(&src);
+        let mut data = dst.0.to_vec();
+        data.extend_from_slice(&src.0);
         data.extend_from_slice(&[0x08, 0x00]);
         data.resize(60, 0);
         let pin = ofp::PacketIn {
@@ -131,7 +133,7 @@ fn flows(bodies: &[Body]) -> Vec<(Mac, u32)> {
         .filter_map(|b| match b {
             Body::FlowMod(fm) => match fm.instructions.first() {
                 Some(Instruction::ApplyActions(a)) => match a.first() {
-                    Some(Action::Output { port, .. }) => Some((fm.match_.eth_dst()?, *port)),
+                    Some(Action::Output { port, .. }) => Some((Mac(fm.match_.eth_dst()?), *port)),
                     _ => None,
                 },
                 _ => None,
@@ -250,7 +252,7 @@ fn flow_stats(mac: Mac, out: u32) -> ofp::FlowStats {
         byte_count: 0,
         match_: Match::new()
             .with(Oxm::TunnelId { id: 0, mask: None })
-            .with(Oxm::EthDst { mac, mask: None }),
+            .with(Oxm::EthDst { mac: mac.0, mask: None }),
         instructions: vec![Instruction::ApplyActions(vec![Action::output(out)])],
     }
 }
@@ -280,7 +282,9 @@ fn deletes(bodies: &[Body]) -> Vec<(Mac, u32)> {
     bodies
         .iter()
         .filter_map(|b| match b {
-            Body::FlowMod(fm) if fm.command == ofp::OFPFC_DELETE_STRICT => Some((fm.match_.eth_dst()?, fm.out_port)),
+            Body::FlowMod(fm) if fm.command == ofp::OFPFC_DELETE_STRICT => {
+                Some((Mac(fm.match_.eth_dst()?), fm.out_port))
+            }
             _ => None,
         })
         .collect()

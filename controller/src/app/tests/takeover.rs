@@ -167,7 +167,7 @@ fn a_takeover_deletes_flows_to_missing_ports_and_repoints_stale_ones() {
 #[test]
 fn a_registering_switch_is_reconciled() {
     let mut r = rig(2);
-    r.packet_in(2, 5, [0xff; 6], VM_M);
+    r.packet_in(2, 5, BROADCAST, VM_M);
     r.drain_all();
     // Switch 2 comes back without port 5, with a VM on port 6 the controller never saw.
     let reg = TccsMsg::Register {
@@ -185,7 +185,7 @@ fn a_registering_switch_is_reconciled() {
     assert_eq!(r.app.commander.locate(0, &VM_X), Some(Location { dpid: 2, port: 6 }));
 
     // Switch 1 refuses the PORT_DESC request: its VM stays where it is.
-    r.packet_in(1, 1, [0xff; 6], VM_A);
+    r.packet_in(1, 1, BROADCAST, VM_A);
     let reg = TccsMsg::Register {
         dpid: 1,
         underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
@@ -260,7 +260,7 @@ fn a_takeover_forgets_lost_tunnels_and_deletes_unknown_ones() {
     assert_eq!(r.app.counters.tunnels_forgotten, 1);
     assert_eq!(r.app.counters.unknown_tunnels_deleted, 1);
     // A frame between hosts 1 and 2 brings a new tunnel up (not a port that is gone).
-    r.packet_in(2, 4, [0xff; 6], VM_X);
+    r.packet_in(2, 4, BROADCAST, VM_X);
     r.drain_all();
     r.packet_in(1, 1, VM_X, VM_A);
     assert_eq!(tunnel_adds(&r.drain(1)).len(), 1);
@@ -270,7 +270,7 @@ fn a_takeover_forgets_lost_tunnels_and_deletes_unknown_ones() {
 #[test]
 fn traffic_waits_for_the_takeover_to_reconcile() {
     let (mut r, _changes, asked) = taken_over(vec![at(2, 5)]);
-    r.packet_in(3, 9, [0xff; 6], VM_M); // M announces itself where it moved to
+    r.packet_in(3, 9, BROADCAST, VM_M); // M announces itself where it moved to
     assert_eq!(r.app.held.len(), 1);
     r.answer(1, asked[0], &[1, T, T + 1], &[]);
     r.answer(2, asked[1], &[T], &[]);
