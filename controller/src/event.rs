@@ -3,7 +3,7 @@
 //! etcd produce these, the app consumes them; neither side depends on the other.
 
 use crate::conn_tx::ConnTx;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Dpid};
 use cloudrack_wire::ofp::Message;
 
 #[derive(Debug)]
@@ -35,6 +35,6 @@ pub enum Event {
     },
     /// A connected host's entries expired in the store: record them again.
     Resync {
-        dpid: u64,
+        dpid: Dpid,
     },
 }

@@ -3,8 +3,8 @@
 
 use super::log::{debug, info, warn};
 use crate::conn_tx::{ConnTx, SendError};
-use crate::ids::ConnId;
 use crate::ids::Mac;
+use crate::ids::{ConnId, Dpid};
 use crate::reconcile::Occasion;
 use crate::store::Change;
 use cloudrack_wire::ofp::{self, Body, Message};
@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub(super) struct Conn {
     pub(super) tx: ConnTx,
     /// Known from its FEATURES_REPLY.
-    pub(super) dpid: Option<u64>,
+    pub(super) dpid: Option<Dpid>,
     pub(super) peer: SocketAddr,
 }
 
@@ -41,7 +41,7 @@ impl super::App {
 
     /// The switch on `conn` is `datapath_id` (a switch that reconnected replaces its old
     /// connection).
-    pub(super) fn features_reply(&mut self, conn: ConnId, datapath_id: u64) {
+    pub(super) fn features_reply(&mut self, conn: ConnId, datapath_id: Dpid) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.dpid = Some(datapath_id);
         }
@@ -65,9 +65,9 @@ impl super::App {
     }
 
     /// TCCS Register: the switch `reg` (on the connection of `dpid`) and its underlay address.
-    pub(super) fn host_registered(&mut self, dpid: Option<u64>, reg: u64, underlay_ip: Ipv4Addr, underlay_mac: Mac) {
+    pub(super) fn host_registered(&mut self, dpid: Option<Dpid>, reg: Dpid, underlay_ip: Ipv4Addr, underlay_mac: Mac) {
         if dpid.is_some_and(|d| d != reg) {
-            warn!(features = ?dpid, register = reg, "register names another dpid than the features reply; ignored");
+            warn!(features = ?dpid, register = reg.0, "register names another dpid than the features reply; ignored");
             return;
         }
         self.tccs.register(reg, underlay_ip, underlay_mac);
@@ -94,12 +94,12 @@ impl super::App {
     }
 
     /// Send to a switch by dpid; false if it is not connected.
-    pub(super) fn send(&mut self, dpid: u64, body: Body) -> bool {
+    pub(super) fn send(&mut self, dpid: Dpid, body: Body) -> bool {
         let xid = self.xid();
         self.send_xid(dpid, xid, body)
     }
 
-    pub(super) fn send_xid(&self, dpid: u64, xid: u32, body: Body) -> bool {
+    pub(super) fn send_xid(&self, dpid: Dpid, xid: u32, body: Body) -> bool {
         let Some(conn) = self.by_dpid.get(&dpid).and_then(|c| self.conns.get(c)) else {
             return false;
         };

@@ -2,7 +2,7 @@
 //! a (network, MAC), and frames sent out of a port or flooded in a network (PACKET_OUT).
 
 use crate::commander::Location;
-use crate::ids::Mac;
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use cloudrack_wire::ofp::{self, Action, Body, Instruction, Match, Oxm};
 
 /// Priority of the forwarding entries we install.
@@ -13,7 +13,7 @@ pub(super) const COOKIE: u64 = 0xc10d_0000_0000_0000;
 impl super::App {
     /// Delete the flow for (vnet, mac) on `dpid` if it still leads to `out` (it may have been
     /// re-pointed since the switch described it).
-    pub(super) fn flow_delete(&mut self, dpid: u64, vnet: u32, mac: Mac, out: u32, priority: u16) {
+    pub(super) fn flow_delete(&mut self, dpid: Dpid, vnet: Vnet, mac: Mac, out: PortNo, priority: u16) {
         let fm = ofp::FlowMod {
             cookie: 0,
             cookie_mask: 0,
@@ -23,12 +23,12 @@ impl super::App {
             hard_timeout: 0,
             priority,
             buffer_id: ofp::OFP_NO_BUFFER,
-            out_port: out,
+            out_port: out.0,
             out_group: ofp::OFPG_ANY,
             flags: 0,
             match_: Match::new()
                 .with(Oxm::TunnelId {
-                    id: vnet as u64,
+                    id: vnet.tunnel_id(),
                     mask: None,
                 })
                 .with(Oxm::EthDst { mac: mac.0, mask: None }),
@@ -38,7 +38,7 @@ impl super::App {
     }
 
     /// Install (or replace) the entry for (vnet, mac) on `dpid`: output to `out_port`.
-    pub(super) fn flow_add(&mut self, dpid: u64, vnet: u32, mac: Mac, out_port: u32, idle: u16) {
+    pub(super) fn flow_add(&mut self, dpid: Dpid, vnet: Vnet, mac: Mac, out_port: PortNo, idle: u16) {
         let fm = ofp::FlowMod {
             cookie: COOKIE,
             cookie_mask: 0,
@@ -53,11 +53,11 @@ impl super::App {
             flags: ofp::OFPFF_SEND_FLOW_REM,
             match_: Match::new()
                 .with(Oxm::TunnelId {
-                    id: vnet as u64,
+                    id: vnet.tunnel_id(),
                     mask: None,
                 })
                 .with(Oxm::EthDst { mac: mac.0, mask: None }),
-            instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port.0)])],
         };
         if self.send(dpid, Body::FlowMod(fm)) {
             self.commander.installed_on(vnet, mac, dpid);
@@ -66,16 +66,16 @@ impl super::App {
     }
 
     /// Send a frame out of `out` on `dpid`, in network `vnet`.
-    pub(super) fn packet_out(&mut self, dpid: u64, vnet: u32, out: u32, data: &[u8]) {
+    pub(super) fn packet_out(&mut self, dpid: Dpid, vnet: Vnet, out: PortNo, data: &[u8]) {
         let po = ofp::PacketOut {
             buffer_id: ofp::OFP_NO_BUFFER,
             in_port: ofp::OFPP_CONTROLLER,
             actions: vec![
                 Action::SetField(Oxm::TunnelId {
-                    id: vnet as u64,
+                    id: vnet.tunnel_id(),
                     mask: None,
                 }),
-                Action::output(out),
+                Action::output(out.0),
             ],
             data: data.to_vec(),
         };
@@ -84,7 +84,7 @@ impl super::App {
 
     /// Idle timeout of an entry on `dpid` towards `loc`: none to a local port, `flow_idle_s`
     /// towards another host.
-    pub(super) fn idle_for(&self, dpid: u64, loc: Location) -> u16 {
+    pub(super) fn idle_for(&self, dpid: Dpid, loc: Location) -> u16 {
         if loc.dpid == dpid {
             0
         } else {
@@ -93,13 +93,13 @@ impl super::App {
     }
 
     /// Flood a frame to the local ports of network `vnet` on `dpid` (but its ingress).
-    pub(super) fn packet_out_flood(&mut self, dpid: u64, vnet: u32, in_port: Option<u32>, data: &[u8]) {
+    pub(super) fn packet_out_flood(&mut self, dpid: Dpid, vnet: Vnet, in_port: Option<PortNo>, data: &[u8]) {
         let po = ofp::PacketOut {
             buffer_id: ofp::OFP_NO_BUFFER,
-            in_port: in_port.unwrap_or(ofp::OFPP_CONTROLLER),
+            in_port: in_port.map_or(ofp::OFPP_CONTROLLER, |p| p.0),
             actions: vec![
                 Action::SetField(Oxm::TunnelId {
-                    id: vnet as u64,
+                    id: vnet.tunnel_id(),
                     mask: None,
                 }),
                 Action::output(ofp::OFPP_FLOOD),

@@ -5,7 +5,7 @@
 
 use super::log::{debug, info, warn};
 use crate::commander::{Learned, Location, Refusal};
-use crate::ids::Mac;
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use crate::store::Change;
 use cloudrack_wire::ofp::{self, Body};
 use std::collections::HashSet;
@@ -13,19 +13,20 @@ use std::time::{Duration, Instant};
 
 /// A move being re-pointed: done when every barrier came back.
 pub(super) struct PendingMove {
-    pub(super) vnet: u32,
+    pub(super) vnet: Vnet,
     pub(super) mac: Mac,
     pub(super) started: Instant,
     /// (dpid, xid) of the barriers not answered yet.
-    pub(super) waiting: HashSet<(u64, u32)>,
+    pub(super) waiting: HashSet<(Dpid, u32)>,
     pub(super) switches: usize,
 }
 
 impl super::App {
-    pub(super) fn packet_in(&mut self, dpid: u64, pin: &ofp::PacketIn) {
-        let Some(in_port) = pin.match_.in_port() else { return };
-        // Networks are 32-bit GRE keys; a wider tunnel id is not one of ours.
-        let Ok(vnet) = u32::try_from(pin.match_.tunnel_id().unwrap_or(0)) else {
+    pub(super) fn packet_in(&mut self, dpid: Dpid, pin: &ofp::PacketIn) {
+        let Some(in_port) = pin.match_.in_port().map(PortNo) else {
+            return;
+        };
+        let Some(vnet) = Vnet::from_tunnel_id(pin.match_.tunnel_id().unwrap_or(0)) else {
             return;
         };
         if pin.data.len() < 14 {
@@ -77,8 +78,8 @@ impl super::App {
 
     /// Carry a broadcast to every other connected host with a port (or a static tunnel) in its
     /// network; each floods it to its local ports only.
-    fn relay_flood(&mut self, origin: u64, vnet: u32, data: &[u8]) {
-        let mut others: HashSet<u64> = self.members.hosts_in(vnet).collect();
+    fn relay_flood(&mut self, origin: Dpid, vnet: Vnet, data: &[u8]) {
+        let mut others: HashSet<Dpid> = self.members.hosts_in(vnet).collect();
         others.extend(
             self.tccs
                 .static_ports
@@ -94,7 +95,7 @@ impl super::App {
     }
 
     /// Learn where `mac` is; false if the registry refused it there.
-    pub(super) fn learn(&mut self, dpid: u64, port: u32, vnet: u32, mac: Mac) -> bool {
+    pub(super) fn learn(&mut self, dpid: Dpid, port: PortNo, vnet: Vnet, mac: Mac) -> bool {
         let at = Location { dpid, port };
         let learned = self.commander.learn(vnet, mac, at);
         if matches!(
@@ -120,8 +121,8 @@ impl super::App {
                     };
                     warn!(
                         dpid = format!("{dpid:016x}"),
-                        port,
-                        vnet,
+                        port = port.0,
+                        vnet = vnet.0,
                         mac = mac.to_string(),
                         reason = ?why,
                         owner,
@@ -139,8 +140,8 @@ impl super::App {
             Learned::New | Learned::PortChanged { .. } => {
                 debug!(
                     dpid = format!("{dpid:016x}"),
-                    port,
-                    vnet,
+                    port = port.0,
+                    vnet = vnet.0,
                     mac = mac.to_string(),
                     "learned"
                 );
@@ -149,7 +150,7 @@ impl super::App {
             Learned::Moved { from } => {
                 let started = Instant::now();
                 info!(
-                    vnet,
+                    vnet = vnet.0,
                     mac = mac.to_string(),
                     from = format!("{:016x}", from.dpid),
                     to = format!("{dpid:016x}"),
@@ -190,7 +191,7 @@ impl super::App {
     }
 
     /// A barrier came back: a move whose switches have all answered is complete.
-    pub(super) fn barrier_reply(&mut self, dpid: u64, xid: u32) {
+    pub(super) fn barrier_reply(&mut self, dpid: Dpid, xid: u32) {
         let mut done = Vec::new();
         for (i, m) in self.moves.iter_mut().enumerate() {
             if m.waiting.remove(&(dpid, xid)) && m.waiting.is_empty() {
@@ -202,7 +203,7 @@ impl super::App {
             let ms = m.started.elapsed().as_secs_f64() * 1000.0;
             self.move_times_ms.push(ms);
             info!(
-                vnet = m.vnet,
+                vnet = m.vnet.0,
                 mac = m.mac.to_string(),
                 switches = m.switches,
                 move_repointed_ms = format!("{ms:.3}"),
@@ -226,16 +227,16 @@ impl super::App {
     }
 
     /// A switch's entry for a MAC is gone (expired, or deleted): it no longer holds one.
-    pub(super) fn flow_removed(&mut self, dpid: u64, fr: &ofp::FlowRemoved) {
-        let vnet = u32::try_from(fr.match_.tunnel_id().unwrap_or(0));
-        if let (Some(mac), Ok(vnet)) = (fr.match_.eth_dst().map(Mac), vnet) {
+    pub(super) fn flow_removed(&mut self, dpid: Dpid, fr: &ofp::FlowRemoved) {
+        let vnet = Vnet::from_tunnel_id(fr.match_.tunnel_id().unwrap_or(0));
+        if let (Some(mac), Some(vnet)) = (fr.match_.eth_dst().map(Mac), vnet) {
             self.commander.removed_from(vnet, mac, dpid);
         }
     }
 
     /// A port is gone from a switch: it leaves its network, its bindings go, and the MACs
     /// located at it are released (recorded, so a master taking over knows). Returns them.
-    pub(super) fn port_deleted(&mut self, dpid: u64, port: u32) -> Vec<(u32, Mac)> {
+    pub(super) fn port_deleted(&mut self, dpid: Dpid, port: PortNo) -> Vec<(Vnet, Mac)> {
         self.members.remove_port(dpid, port);
         let at = Location { dpid, port };
         let released = self.commander.port_gone(at);
@@ -247,15 +248,15 @@ impl super::App {
     }
 
     /// TCCS PortBinding: a port is bound to a VM's MAC (it may take the MAC over), or no more.
-    pub(super) fn port_binding(&mut self, dpid: u64, port_no: u32, vnet: u32, mac: Mac, bound: bool) {
+    pub(super) fn port_binding(&mut self, dpid: Dpid, port_no: PortNo, vnet: Vnet, mac: Mac, bound: bool) {
         let at = Location { dpid, port: port_no };
         if bound {
             if self.commander.bind(vnet, mac, at) {
                 self.counters.bindings_declared += 1;
                 debug!(
                     dpid = format!("{dpid:016x}"),
-                    port = port_no,
-                    vnet,
+                    port = port_no.0,
+                    vnet = vnet.0,
                     mac = mac.to_string(),
                     "port bound to VM"
                 );
@@ -264,8 +265,8 @@ impl super::App {
             self.commander.unbind(vnet, mac, at);
             info!(
                 dpid = format!("{dpid:016x}"),
-                port = port_no,
-                vnet,
+                port = port_no.0,
+                vnet = vnet.0,
                 mac = mac.to_string(),
                 "port binding released"
             );
@@ -276,29 +277,30 @@ impl super::App {
     /// as): the VM is at `dst_port` of `dst_dpid` now.
     pub(super) fn migration_notice(
         &mut self,
-        dpid: Option<u64>,
-        vnet: u32,
+        dpid: Option<Dpid>,
+        vnet: Vnet,
         mac: Mac,
-        dst_dpid: u64,
+        dst_dpid: Dpid,
         phase: u8,
-        dst_port: u32,
+        dst_port: PortNo,
     ) {
         if dpid.is_some_and(|d| d != dst_dpid) {
-            warn!(from = ?dpid, dst_dpid, "migration notice about another switch's port; ignored");
+            warn!(from = ?dpid, dst_dpid = dst_dpid.0, "migration notice about another switch's port; ignored");
             return;
         }
-        if dst_port == 0 || !self.tccs.hosts.contains_key(&dst_dpid) {
+        if dst_port == PortNo(0) || !self.tccs.hosts.contains_key(&dst_dpid) {
             warn!(
-                dst_dpid,
-                dst_port, "migration notice without a known destination port; ignored"
+                dst_dpid = dst_dpid.0,
+                dst_port = dst_port.0,
+                "migration notice without a known destination port; ignored"
             );
             return;
         }
         info!(
-            vnet,
+            vnet = vnet.0,
             mac = mac.to_string(),
             dst = format!("{dst_dpid:016x}"),
-            dst_port,
+            dst_port = dst_port.0,
             phase,
             "migration notice: pointing every switch at the destination"
         );

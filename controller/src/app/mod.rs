@@ -29,7 +29,7 @@ pub use status::AppCounters;
 
 use crate::commander::{Commander, Limits};
 use crate::event::Event;
-use crate::ids::{ConnId, Mac};
+use crate::ids::{ConnId, Dpid, Mac, PortNo, Vnet};
 use crate::members::Members;
 use crate::reconcile::Reconciler;
 use crate::store::{Change, MemoryStore, Store};
@@ -55,7 +55,7 @@ pub struct Config {
 pub struct App {
     cfg: Config,
     conns: HashMap<ConnId, Conn>,
-    by_dpid: HashMap<u64, ConnId>,
+    by_dpid: HashMap<Dpid, ConnId>,
     pub tccs: Tccs,
     pub commander: Commander,
     /// Each switch's local ports and their virtual networks, so a broadcast is relayed only
@@ -142,7 +142,7 @@ impl App {
         }
         let dpid = self.conns.get(&conn).and_then(|c| c.dpid);
         match msg.body {
-            Body::FeaturesReply { datapath_id, .. } => self.features_reply(conn, datapath_id),
+            Body::FeaturesReply { datapath_id, .. } => self.features_reply(conn, Dpid(datapath_id)),
             Body::Experimenter { .. } => match TccsMsg::from_body(&msg.body) {
                 Some(Ok(m)) => self.tccs_message(dpid, m),
                 Some(Err(e)) => warn!(error = %e, "bad TCCS message"),
@@ -168,8 +168,8 @@ impl App {
                 desc,
             } => {
                 if let Some(dpid) = dpid {
-                    self.port_deleted(dpid, desc.port_no);
-                    self.tunnel_port_deleted(dpid, desc.port_no);
+                    self.port_deleted(dpid, PortNo(desc.port_no));
+                    self.tunnel_port_deleted(dpid, PortNo(desc.port_no));
                 }
                 debug!(dpid = ?dpid.map(|d| format!("{d:016x}")), port = desc.port_no, "port deleted");
             }
@@ -195,13 +195,13 @@ impl App {
         }
     }
 
-    fn tccs_message(&mut self, dpid: Option<u64>, m: TccsMsg) {
+    fn tccs_message(&mut self, dpid: Option<Dpid>, m: TccsMsg) {
         match m {
             TccsMsg::Register {
                 dpid: reg,
                 underlay_ip,
                 underlay_mac,
-            } => self.host_registered(dpid, reg, underlay_ip, Mac(underlay_mac)),
+            } => self.host_registered(dpid, Dpid(reg), underlay_ip, Mac(underlay_mac)),
             TccsMsg::TunnelReport {
                 remote_dpid,
                 remote_ip,
@@ -211,18 +211,19 @@ impl App {
                 ..
             } => {
                 if let Some(dpid) = dpid {
+                    let (remote_dpid, key, port_no) = (Dpid(remote_dpid), Vnet(key), PortNo(port_no));
                     self.tunnel_reported(dpid, remote_dpid, remote_ip, key, port_no, is_static);
                 }
             }
             TccsMsg::TunnelIdle { .. } | TccsMsg::MigrationNotify { .. } if !self.is_master() => {}
             TccsMsg::TunnelIdle { port_no, idle_ms, .. } => {
                 if let Some(dpid) = dpid {
-                    self.tunnel_idle(dpid, port_no, idle_ms);
+                    self.tunnel_idle(dpid, PortNo(port_no), idle_ms);
                 }
             }
             TccsMsg::PortVnet { port_no, vnet } => {
                 if let Some(dpid) = dpid {
-                    self.members.set(dpid, port_no, vnet);
+                    self.members.set(dpid, PortNo(port_no), Vnet(vnet));
                 }
             }
             TccsMsg::PortBinding {
@@ -232,7 +233,7 @@ impl App {
                 bound,
             } => {
                 if let Some(dpid) = dpid {
-                    self.port_binding(dpid, port_no, vnet, Mac(mac), bound);
+                    self.port_binding(dpid, PortNo(port_no), Vnet(vnet), Mac(mac), bound);
                 }
             }
             TccsMsg::MigrationNotify {
@@ -241,7 +242,10 @@ impl App {
                 dst_dpid,
                 phase,
                 dst_port,
-            } => self.migration_notice(dpid, vnet, Mac(mac), dst_dpid, phase, dst_port),
+            } => {
+                let (dst_dpid, dst_port) = (Dpid(dst_dpid), PortNo(dst_port));
+                self.migration_notice(dpid, Vnet(vnet), Mac(mac), dst_dpid, phase, dst_port)
+            }
             other => debug!(?other, "TCCS message not handled"),
         }
     }

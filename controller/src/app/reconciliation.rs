@@ -6,7 +6,7 @@
 use super::flows::FLOW_PRIORITY;
 use super::log::{debug, info, warn};
 use crate::commander::Location;
-use crate::ids::Mac;
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use crate::reconcile::{Finished, Occasion};
 use crate::store::Change;
 use crate::tccs::{FIRST_TUNNEL_PORT, LAST_TUNNEL_PORT};
@@ -16,13 +16,12 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 /// A forwarding entry's (vnet, eth_dst, output port), from a switch's flow stats.
-fn forwarding_entry(s: &ofp::FlowStats) -> Option<(u32, Mac, Option<u32>)> {
+fn forwarding_entry(s: &ofp::FlowStats) -> Option<(Vnet, Mac, Option<PortNo>)> {
     let mac = Mac(s.match_.eth_dst()?);
-    // Networks are 32-bit GRE keys; a wider tunnel id is not one of ours.
-    let vnet = u32::try_from(s.match_.tunnel_id().unwrap_or(0)).ok()?;
+    let vnet = Vnet::from_tunnel_id(s.match_.tunnel_id().unwrap_or(0))?;
     let out = s.instructions.iter().find_map(|i| match i {
         Instruction::ApplyActions(a) => a.iter().find_map(|a| match a {
-            Action::Output { port, .. } => Some(*port),
+            Action::Output { port, .. } => Some(PortNo(*port)),
             _ => None,
         }),
         _ => None,
@@ -32,10 +31,10 @@ fn forwarding_entry(s: &ofp::FlowStats) -> Option<(u32, Mac, Option<u32>)> {
 
 /// A switch's forwarding entry, as its flow stats described it.
 struct FlowEntry {
-    dpid: u64,
-    vnet: u32,
+    dpid: Dpid,
+    vnet: Vnet,
     mac: Mac,
-    out: u32,
+    out: PortNo,
 }
 
 /// What one reconciliation changed (its log line).
@@ -54,7 +53,7 @@ struct ReconcileTally {
 
 impl super::App {
     /// Ask switches for their ports and their flows; `reconcile` acts once all have answered.
-    pub(super) fn ask_switches(&mut self, dpids: &[u64], why: Occasion) {
+    pub(super) fn ask_switches(&mut self, dpids: &[Dpid], why: Occasion) {
         let flows = ofp::FlowStatsRequest {
             table_id: ofp::OFPTT_ALL,
             out_port: ofp::OFPP_ANY,
@@ -81,7 +80,7 @@ impl super::App {
         }
         if !asked.is_empty() {
             // Only the asked switches' tunnels: a registration must not copy every tunnel.
-            let ends: HashSet<u64> = asked.iter().map(|a| a.0).collect();
+            let ends: HashSet<Dpid> = asked.iter().map(|a| a.0).collect();
             let tunnels = self
                 .tccs
                 .tunnels()
@@ -93,7 +92,7 @@ impl super::App {
     }
 
     /// A (part of a) PORT_DESC or flow stats reply: an answer to our questions, or nothing.
-    pub(super) fn multipart_reply(&mut self, dpid: Option<u64>, xid: u32, flags: u16, body: MultipartReplyBody) {
+    pub(super) fn multipart_reply(&mut self, dpid: Option<Dpid>, xid: u32, flags: u16, body: MultipartReplyBody) {
         let more = flags & ofp::OFPMPF_REPLY_MORE != 0;
         let ours = match (dpid, body) {
             (Some(d), MultipartReplyBody::PortDesc(descs)) => self.reconciler.ports(d, xid, &descs, more),
@@ -123,7 +122,7 @@ impl super::App {
         let entries = self.read_flows(&round, &mut n);
         let released = self.release_gone_ports(&round, &mut n);
         self.place_from_local_flows(&entries, &mut n);
-        let mut lost: HashSet<(u32, Mac)> = released.into_iter().collect();
+        let mut lost: HashSet<(Vnet, Mac)> = released.into_iter().collect();
         if round.why == Occasion::Takeover {
             lost.extend(entries.iter().map(|e| (e.vnet, e.mac)));
         }
@@ -166,7 +165,7 @@ impl super::App {
             let Some(ports) = &answer.ports else { continue };
             for t in &round.tunnels {
                 // Port 0: that end has not reported it yet.
-                let Some(port) = t.port_on(*dpid).filter(|p| *p != 0) else {
+                let Some(port) = t.port_on(*dpid).filter(|p| *p != PortNo(0)) else {
                     continue;
                 };
                 if ports.contains(&port) || self.tccs.between(t.a, t.b, t.key) != Some(*t) {
@@ -176,7 +175,7 @@ impl super::App {
                 n.tunnels_forgotten += 1;
             }
             let controllers = FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT;
-            let unknown: Vec<u32> = ports
+            let unknown: Vec<PortNo> = ports
                 .iter()
                 .copied()
                 .filter(|p| controllers.contains(p) && !self.tccs.is_tunnel_port(*dpid, *p))
@@ -184,13 +183,13 @@ impl super::App {
             for port_no in unknown {
                 warn!(
                     dpid = format!("{dpid:016x}"),
-                    port = port_no,
+                    port = port_no.0,
                     "a tunnel the registry does not know (its master died before recording it); deleted"
                 );
                 let del = TccsMsg::TunnelDel {
                     remote_ip: std::net::Ipv4Addr::UNSPECIFIED,
                     key: 0,
-                    port_no,
+                    port_no: port_no.0,
                 };
                 self.send(*dpid, del.to_body());
                 n.unknown_tunnels_deleted += 1;
@@ -231,11 +230,11 @@ impl super::App {
     /// Ports the registry knows and a switch no longer has were deleted while nobody was
     /// master (their PORT_STATUS went to a standby, or nowhere): handled as if it had come.
     /// Returns the MACs this released.
-    fn release_gone_ports(&mut self, round: &Finished, n: &mut ReconcileTally) -> Vec<(u32, Mac)> {
+    fn release_gone_ports(&mut self, round: &Finished, n: &mut ReconcileTally) -> Vec<(Vnet, Mac)> {
         let mut released = Vec::new();
         for (dpid, answer) in &round.answers {
             let Some(ports) = &answer.ports else { continue };
-            let mut known: HashSet<u32> = self.commander.ports_with_live_macs(*dpid).into_iter().collect();
+            let mut known: HashSet<PortNo> = self.commander.ports_with_live_macs(*dpid).into_iter().collect();
             known.extend(self.commander.bound_ports_of(*dpid));
             known.extend(self.members.ports_of(*dpid));
             for port in known.into_iter().filter(|p| !ports.contains(p)) {
@@ -281,8 +280,8 @@ impl super::App {
                     n.conflicts += 1;
                     warn!(
                         dpid = format!("{:016x}", e.dpid),
-                        port = e.out,
-                        vnet = e.vnet,
+                        port = e.out.0,
+                        vnet = e.vnet.0,
                         mac = e.mac.to_string(),
                         registered = format!("{:016x}/{}", l.dpid, l.port),
                         "a switch delivers a MAC locally that the registry places at another live port; left as it is"
@@ -296,7 +295,7 @@ impl super::App {
     /// leading to its old host send into a void nobody will re-point, so they are deleted and
     /// its traffic comes here, to be flooded to find it. (A master that saw the port go keeps
     /// them: it sees the VM arrive and re-points them, with nothing flooded meanwhile.)
-    fn unhook_lost_macs(&mut self, lost: HashSet<(u32, Mac)>, n: &mut ReconcileTally) {
+    fn unhook_lost_macs(&mut self, lost: HashSet<(Vnet, Mac)>, n: &mut ReconcileTally) {
         for (vnet, mac) in lost {
             let Some(old) = self.commander.locate(vnet, &mac) else {
                 continue;
@@ -321,9 +320,9 @@ impl super::App {
     /// is flooded, and the MAC is learned where it answers. (Towards a host that did not
     /// answer it stays: a restarted controller meets its switches one by one.)
     fn drop_dead_ends(&mut self, round: &Finished, entries: &[FlowEntry], n: &mut ReconcileTally) {
-        let answered: HashSet<u64> = round.answers.iter().map(|(d, _)| *d).collect();
+        let answered: HashSet<Dpid> = round.answers.iter().map(|(d, _)| *d).collect();
         let is_local = |e: &FlowEntry| e.out < FIRST_TUNNEL_PORT && !self.tccs.is_tunnel_port(e.dpid, e.out);
-        let delivered: HashSet<(u64, u32, Mac)> = entries
+        let delivered: HashSet<(Dpid, Vnet, Mac)> = entries
             .iter()
             .filter(|e| is_local(e))
             .map(|e| (e.dpid, e.vnet, e.mac))

@@ -3,7 +3,7 @@
 //! switch claimed and asked what it has, traffic held until `reconciliation` is done.
 
 use super::log::{error, info};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Dpid};
 use crate::reconcile::Occasion;
 use crate::store::{Change, Snapshot};
 use crate::tccs::TunnelPair;
@@ -70,7 +70,7 @@ impl super::App {
         self.leader = Some((generation, name));
         if self.role == Role::Standby {
             // Say so to every switch: it sends us nothing it would send a master.
-            let dpids: Vec<u64> = self.by_dpid.keys().copied().collect();
+            let dpids: Vec<Dpid> = self.by_dpid.keys().copied().collect();
             for dpid in dpids {
                 if let Some(req) = self.role_request() {
                     self.send(dpid, req);
@@ -109,7 +109,7 @@ impl super::App {
                 underlay_mac: h.underlay_mac,
             });
         }
-        let dpids: Vec<u64> = self.by_dpid.keys().copied().collect();
+        let dpids: Vec<Dpid> = self.by_dpid.keys().copied().collect();
         for &dpid in &dpids {
             self.record(Change::HostUp { dpid });
             if let Some(req) = self.role_request() {
@@ -148,7 +148,7 @@ impl super::App {
     }
 
     /// Our first FLOW_MOD since we took over ends the takeover's time (logged once).
-    pub(super) fn flow_mod_sent(&mut self, dpid: u64) {
+    pub(super) fn flow_mod_sent(&mut self, dpid: Dpid) {
         if let Some(since) = self.master_since.take() {
             info!(
                 since_elected_ms = format!("{:.1}", since.elapsed().as_secs_f64() * 1000.0),
@@ -160,7 +160,7 @@ impl super::App {
     }
 
     /// Record again everything about one host (its entries expired in the store).
-    pub(super) fn resync(&mut self, dpid: u64) {
+    pub(super) fn resync(&mut self, dpid: Dpid) {
         let Some(h) = self.tccs.hosts.get(&dpid).cloned() else {
             return;
         };

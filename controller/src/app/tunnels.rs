@@ -4,6 +4,7 @@
 
 use super::log::info;
 use crate::commander::Location;
+use crate::ids::{Dpid, PortNo, Vnet};
 use crate::store::Change;
 use crate::tccs::{Ensure, TunnelPair};
 use cloudrack_wire::tccs::TccsMsg;
@@ -11,7 +12,7 @@ use std::net::Ipv4Addr;
 
 impl super::App {
     /// The port on `from` that leads to `to` for `vnet`, bringing the tunnel up if needed.
-    pub(super) fn tunnel_port(&mut self, from: u64, to: u64, vnet: u32) -> Option<u32> {
+    pub(super) fn tunnel_port(&mut self, from: Dpid, to: Dpid, vnet: Vnet) -> Option<PortNo> {
         let t = match self.tccs.ensure_tunnel(from, to, vnet)? {
             Ensure::Exists(t) => t,
             Ensure::Created(t) => {
@@ -19,10 +20,10 @@ impl super::App {
                 for (end, port, other) in [(t.a, t.port_a, t.b), (t.b, t.port_b, t.a)] {
                     let remote_ip = self.tccs.hosts[&other].underlay_ip;
                     let msg = TccsMsg::TunnelAdd {
-                        remote_dpid: other,
+                        remote_dpid: other.0,
                         remote_ip,
-                        key: vnet,
-                        port_no: port,
+                        key: vnet.0,
+                        port_no: port.0,
                         idle_timeout_s: idle,
                     };
                     self.send(end, msg.to_body());
@@ -30,7 +31,7 @@ impl super::App {
                 info!(
                     a = format!("{:016x}", t.a),
                     b = format!("{:016x}", t.b),
-                    key = vnet,
+                    key = vnet.0,
                     "tunnel brought up"
                 );
                 self.record(Change::Tunnel(t));
@@ -41,7 +42,7 @@ impl super::App {
     }
 
     /// Where `dpid` should send frames for a MAC at `loc`.
-    pub(super) fn route(&mut self, dpid: u64, vnet: u32, loc: Location) -> Option<u32> {
+    pub(super) fn route(&mut self, dpid: Dpid, vnet: Vnet, loc: Location) -> Option<PortNo> {
         if loc.dpid == dpid {
             Some(loc.port)
         } else {
@@ -53,17 +54,17 @@ impl super::App {
     /// (after a controller restart), complete once both ends have reported it.
     pub(super) fn tunnel_reported(
         &mut self,
-        dpid: u64,
-        remote_dpid: u64,
+        dpid: Dpid,
+        remote_dpid: Dpid,
         remote_ip: Ipv4Addr,
-        key: u32,
-        port_no: u32,
+        key: Vnet,
+        port_no: PortNo,
         is_static: bool,
     ) {
         if is_static {
             self.tccs.static_ports.insert((dpid, port_no), key);
         } else {
-            let remote = if remote_dpid != 0 {
+            let remote = if remote_dpid != Dpid(0) {
                 Some(remote_dpid)
             } else {
                 self.tccs.host_by_ip(remote_ip).map(|h| h.dpid)
@@ -73,7 +74,7 @@ impl super::App {
                 if let Some(t) = self
                     .tccs
                     .by_port(dpid, port_no)
-                    .filter(|t| t.port_a != 0 && t.port_b != 0)
+                    .filter(|t| t.port_a != PortNo(0) && t.port_b != PortNo(0))
                 {
                     self.record(Change::Tunnel(t));
                 }
@@ -82,12 +83,12 @@ impl super::App {
     }
 
     /// A switch reports a tunnel idle (for `--tunnel-idle`): released on both ends.
-    pub(super) fn tunnel_idle(&mut self, dpid: u64, port_no: u32, idle_ms: u64) {
+    pub(super) fn tunnel_idle(&mut self, dpid: Dpid, port_no: PortNo, idle_ms: u64) {
         if let Some(t) = self.tccs.by_port(dpid, port_no) {
             info!(
                 a = format!("{:016x}", t.a),
                 b = format!("{:016x}", t.b),
-                key = t.key,
+                key = t.key.0,
                 idle_ms,
                 "releasing idle tunnel on both ends"
             );
@@ -108,8 +109,8 @@ impl super::App {
                 dpid,
                 TccsMsg::TunnelDel {
                     remote_ip,
-                    key: t.key,
-                    port_no: port,
+                    key: t.key.0,
+                    port_no: port.0,
                 }
                 .to_body(),
             );
@@ -121,17 +122,17 @@ impl super::App {
     /// A tunnel's end is gone from a switch (deleted by hand, or released by the master while
     /// we stood by): forget the tunnel, so a takeover does not send flows into it, and delete
     /// its other end. (A tunnel we released ourselves is forgotten already.)
-    pub(super) fn tunnel_port_deleted(&mut self, dpid: u64, port: u32) {
+    pub(super) fn tunnel_port_deleted(&mut self, dpid: Dpid, port: PortNo) {
         let Some(t) = self.tccs.by_port(dpid, port) else { return };
         self.tccs.remove(&t);
         self.record(Change::TunnelGone(t));
         let (other, other_port) = if t.a == dpid { (t.b, t.port_b) } else { (t.a, t.port_a) };
         let remote_ip = self.tccs.hosts.get(&dpid).map(|h| h.underlay_ip);
-        if let (true, Some(remote_ip), true) = (self.is_master(), remote_ip, other_port != 0) {
+        if let (true, Some(remote_ip), true) = (self.is_master(), remote_ip, other_port != PortNo(0)) {
             let del = TccsMsg::TunnelDel {
                 remote_ip,
-                key: t.key,
-                port_no: other_port,
+                key: t.key.0,
+                port_no: other_port.0,
             };
             self.send(other, del.to_body());
         }

@@ -62,7 +62,7 @@ fn a_migration_notice_repoints_every_holder_and_the_old_host() {
     let p2 = to3(&h2).expect("the old host gets a tunnel to host 3");
     assert!(flows(&h1).contains(&(VM_M, p1)), "{h1:?}");
     assert!(flows(&h2).contains(&(VM_M, p2)), "{h2:?}");
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(3, 9)));
     // Every switch answers the barrier: the move is complete and timed.
     for (d, bodies) in [(1u64, &h1), (2, &h2), (3, &h3)] {
         assert!(
@@ -71,10 +71,10 @@ fn a_migration_notice_repoints_every_holder_and_the_old_host() {
         );
     }
     assert!(r.app.move_times_ms.is_empty());
-    let xids: Vec<(u64, u32)> = r.app.moves[0].waiting.iter().copied().collect();
+    let xids: Vec<(Dpid, u32)> = r.app.moves[0].waiting.iter().copied().collect();
     for (d, xid) in xids {
         r.app.handle(Event::Message {
-            conn: d,
+            conn: d.0,
             msg: Message::new(xid, Body::BarrierReply),
         });
     }
@@ -94,7 +94,7 @@ fn a_spoofed_mac_steals_nothing_and_goes_nowhere() {
     r.packet_in(3, 7, BROADCAST, VM_M);
     r.packet_in(3, 7, VM_A, VM_M);
     let (h1, h2, h3) = (r.drain(1), r.drain(2), r.drain(3));
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(2, 5)));
     for (d, bodies) in [(1, &h1), (2, &h2), (3, &h3)] {
         assert!(bodies.is_empty(), "host {d} was told something: {bodies:?}");
     }
@@ -102,7 +102,7 @@ fn a_spoofed_mac_steals_nothing_and_goes_nowhere() {
     // Bound, the same port takes it over (a migration's destination).
     r.bind(3, 7, VM_M);
     r.packet_in(3, 7, BROADCAST, VM_M);
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 7 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(3, 7)));
     assert!(!flows(&r.drain(1)).is_empty(), "the holder was re-pointed");
 }
 
@@ -118,7 +118,7 @@ fn a_port_inventing_macs_is_capped() {
     assert_eq!(r.app.counters.macs_refused_full, 990);
     // Other ports still learn.
     r.packet_in(2, 5, BROADCAST, VM_M);
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(2, 5)));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn a_notice_from_another_switch_is_ignored() {
         conn: 1,
         msg: Message::new(4, notice.to_body()),
     });
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 2, port: 5 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(2, 5)));
 }
 
 /// A tunnel end deleted on a switch: the tunnel is forgotten (a standby too, so it will not
@@ -162,17 +162,21 @@ fn a_deleted_tunnel_end_is_forgotten() {
     let mut r = rig(2);
     r.packet_in(2, 5, BROADCAST, VM_M);
     r.packet_in(1, 1, VM_M, VM_A);
-    let t = r.app.tccs.between(1, 2, 0).expect("a tunnel between 1 and 2");
+    let t = r
+        .app
+        .tccs
+        .between(Dpid(1), Dpid(2), NET)
+        .expect("a tunnel between 1 and 2");
     r.drain_all();
     let gone = Body::PortStatus {
         reason: ofp::OFPPR_DELETE,
-        desc: ofp::PortDesc::live(t.port_a, [0; 6], "gre-198.18.0.2"),
+        desc: ofp::PortDesc::live(t.port_a.0, [0; 6], "gre-198.18.0.2"),
     };
     r.app.handle(Event::Message {
         conn: 1,
         msg: Message::new(0, gone),
     });
-    assert!(r.app.tccs.between(1, 2, 0).is_none());
+    assert!(r.app.tccs.between(Dpid(1), Dpid(2), NET).is_none());
     let dels: Vec<u32> = r
         .drain(2)
         .iter()
@@ -181,5 +185,5 @@ fn a_deleted_tunnel_end_is_forgotten() {
             _ => None,
         })
         .collect();
-    assert_eq!(dels, vec![t.port_b]);
+    assert_eq!(dels, vec![t.port_b.0]);
 }

@@ -9,7 +9,7 @@ use super::flows::{COOKIE, FLOW_PRIORITY};
 use super::*;
 use crate::commander::Location;
 use crate::conn_tx::ConnTx;
-use crate::ids::Mac;
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use crate::store::{LocationRecord, Snapshot};
 use crate::tccs::{TunnelPair, FIRST_TUNNEL_PORT};
 use cloudrack_wire::ofp::{Action, Instruction, Match, MultipartReplyBody, MultipartRequestBody, Oxm};
@@ -22,7 +22,9 @@ const VM_X: Mac = Mac([2, 0, 0, 0, 0, 0xc]);
 const BROADCAST: Mac = Mac([0xff; 6]);
 
 /// The controller's first tunnel port on each host.
-const T: u32 = FIRST_TUNNEL_PORT;
+const T: u32 = FIRST_TUNNEL_PORT.0;
+/// The network every test's VMs are in.
+const NET: Vnet = Vnet(0);
 
 struct Rig {
     app: App,
@@ -186,11 +188,11 @@ type Recorded = Arc<Mutex<Vec<Change>>>;
 fn taken_over(locations: Vec<LocationRecord>) -> (Rig, Recorded, Vec<(u32, u32)>) {
     let changes = Arc::new(Mutex::new(Vec::new()));
     let tunnel = |b: u64, port: u32| TunnelPair {
-        a: 1,
-        port_a: port,
-        b,
-        port_b: T,
-        key: 0,
+        a: Dpid(1),
+        port_a: PortNo(port),
+        b: Dpid(b),
+        port_b: PortNo(T),
+        key: NET,
     };
     let store = FixedStore {
         snapshot: Snapshot {
@@ -211,10 +213,18 @@ fn taken_over(locations: Vec<LocationRecord>) -> (Rig, Recorded, Vec<(u32, u32)>
 
 fn at(dpid: u64, port: u32) -> LocationRecord {
     LocationRecord {
-        vnet: 0,
+        vnet: NET,
         mac: VM_M,
-        at: Location { dpid, port },
+        at: loc(dpid, port),
         port_gone: false,
+    }
+}
+
+/// Port `port` of switch `dpid`.
+fn loc(dpid: u64, port: u32) -> Location {
+    Location {
+        dpid: Dpid(dpid),
+        port: PortNo(port),
     }
 }
 

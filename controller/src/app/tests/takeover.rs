@@ -6,11 +6,11 @@ use super::*;
 #[test]
 fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
     let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let m_at = Location { dpid: 2, port: 5 };
+    let m_at = loc(2, 5);
     let store = FixedStore {
         snapshot: Snapshot {
             locations: vec![LocationRecord {
-                vnet: 0,
+                vnet: NET,
                 mac: VM_M,
                 at: m_at,
                 port_gone: false,
@@ -33,7 +33,7 @@ fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
     r.packet_in(1, 1, VM_M, VM_A);
     assert!(r.drain(1).is_empty() && r.drain(2).is_empty());
     assert!(changes.lock().unwrap().is_empty(), "a standby wrote to the store");
-    assert_eq!(r.app.commander.locate(0, &VM_A), None);
+    assert_eq!(r.app.commander.locate(NET, &VM_A), None);
 
     r.app.handle(Event::Elected { generation: 42 });
     let mut asked = Vec::new();
@@ -47,7 +47,7 @@ fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
         asked.push(questions(&msgs));
     }
     assert_eq!(
-        r.app.commander.locate(0, &VM_M),
+        r.app.commander.locate(NET, &VM_M),
         Some(m_at),
         "location loaded from the store"
     );
@@ -60,11 +60,11 @@ fn a_standby_changes_nothing_until_elected_then_takes_over_from_the_store() {
     assert_eq!(r.app.counters.unknown_destinations, 0);
     assert!(flows(&r.drain(2)).contains(&(VM_M, 5)));
     let changes = changes.lock().unwrap();
-    assert!(changes.iter().any(|c| matches!(c, Change::Host { dpid: 1, .. })));
-    assert!(changes.iter().any(|c| matches!(c, Change::HostUp { dpid: 2 })));
+    assert!(changes.iter().any(|c| matches!(c, Change::Host { dpid: Dpid(1), .. })));
+    assert!(changes.iter().any(|c| matches!(c, Change::HostUp { dpid: Dpid(2) })));
     assert!(changes
         .iter()
-        .any(|c| matches!(c, Change::Location { mac, at, .. } if *mac == VM_A && at.dpid == 1)));
+        .any(|c| matches!(c, Change::Location { mac, at, .. } if *mac == VM_A && at.dpid == Dpid(1))));
     assert!(changes.iter().any(|c| matches!(c, Change::Tunnel(_))));
 }
 
@@ -87,16 +87,16 @@ fn a_takeover_releases_macs_whose_port_is_gone_and_finds_the_vm_again() {
     // Nothing is concluded until every switch has answered.
     r.answer(1, asked[0], &[1, T, T + 1], &[(VM_M, T), (VM_A, 1)]);
     r.answer(2, asked[1], &[T], &[(VM_A, T)]);
-    assert!(!r.app.commander.released(0, &VM_M));
+    assert!(!r.app.commander.released(NET, &VM_M));
     r.answer(3, asked[2], &[9, T], &[]);
-    assert!(r.app.commander.released(0, &VM_M), "port 5 of host 2 is gone");
+    assert!(r.app.commander.released(NET, &VM_M), "port 5 of host 2 is gone");
     assert!(changes.lock().unwrap().contains(&Change::LocationReleased {
-        vnet: 0,
+        vnet: NET,
         mac: VM_M,
-        at: Location { dpid: 2, port: 5 },
+        at: loc(2, 5),
     }));
     assert_eq!(r.app.counters.macs_released, 1);
-    assert_eq!(r.app.commander.locate(0, &VM_A), Some(Location { dpid: 1, port: 1 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_A), Some(loc(1, 1)));
     // Host 1's flow to M leads into host 2's void: deleted, so its traffic comes to us.
     assert_eq!(deletes(&r.drain(1)), vec![(VM_M, T)]);
     r.packet_in(1, 1, VM_M, VM_A);
@@ -115,8 +115,8 @@ fn a_takeover_releases_macs_whose_port_is_gone_and_finds_the_vm_again() {
     // M answers from its new port, unbound: taken as the move it is, not refused.
     r.packet_in(3, 9, VM_A, VM_M);
     assert_eq!(r.app.counters.moves_refused, 0);
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
-    assert!(!r.app.commander.released(0, &VM_M));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(3, 9)));
+    assert!(!r.app.commander.released(NET, &VM_M));
     assert!(flows(&r.drain(3)).contains(&(VM_M, 9)));
 }
 
@@ -128,12 +128,12 @@ fn a_takeover_takes_a_move_the_store_missed_from_the_switches() {
     r.answer(1, asked[0], &[1, T, T + 1], &[(VM_M, T + 1)]);
     r.answer(2, asked[1], &[T], &[]);
     r.answer(3, asked[2], &[9, T], &[(VM_M, 9)]);
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
-    assert!(!r.app.commander.released(0, &VM_M));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(3, 9)));
+    assert!(!r.app.commander.released(NET, &VM_M));
     assert!(changes.lock().unwrap().contains(&Change::Location {
-        vnet: 0,
+        vnet: NET,
         mac: VM_M,
-        at: Location { dpid: 3, port: 9 },
+        at: loc(3, 9),
     }));
     assert!(deletes(&r.drain(1)).is_empty(), "host 1 already leads to host 3");
     assert_eq!(r.app.counters.macs_adopted, 1);
@@ -149,7 +149,7 @@ fn a_takeover_deletes_flows_to_missing_ports_and_repoints_stale_ones() {
         ..at(2, 6)
     };
     let (mut r, _changes, asked) = taken_over(vec![at(3, 9), gone]);
-    assert!(r.app.commander.released(0, &VM_X), "loaded as released");
+    assert!(r.app.commander.released(NET, &VM_X), "loaded as released");
     r.answer(1, asked[0], &[1, T, T + 1], &[(VM_M, T), (VM_X, T)]);
     r.answer(2, asked[1], &[T], &[(VM_A, 77)]);
     r.answer(3, asked[2], &[9, T], &[(VM_M, 9)]);
@@ -181,8 +181,8 @@ fn a_registering_switch_is_reconciled() {
     });
     let asked = questions(&r.rx[1].take_messages());
     r.answer(2, asked, &[6], &[(VM_X, 6)]);
-    assert!(r.app.commander.released(0, &VM_M));
-    assert_eq!(r.app.commander.locate(0, &VM_X), Some(Location { dpid: 2, port: 6 }));
+    assert!(r.app.commander.released(NET, &VM_M));
+    assert_eq!(r.app.commander.locate(NET, &VM_X), Some(loc(2, 6)));
 
     // Switch 1 refuses the PORT_DESC request: its VM stays where it is.
     r.packet_in(1, 1, BROADCAST, VM_A);
@@ -212,7 +212,7 @@ fn a_registering_switch_is_reconciled() {
         ),
     });
     assert_eq!(r.app.counters.reconciliations, 2);
-    assert!(!r.app.commander.released(0, &VM_A));
+    assert!(!r.app.commander.released(NET, &VM_A));
 }
 
 /// A switch that never answers does not hold the others' round back for ever.
@@ -222,11 +222,11 @@ fn a_silent_switch_is_left_out_after_the_timeout() {
     r.answer(1, asked[0], &[1], &[]);
     r.answer(2, asked[1], &[T], &[]);
     r.app.tick();
-    assert!(!r.app.commander.released(0, &VM_M));
+    assert!(!r.app.commander.released(NET, &VM_M));
     for round in r.app.reconciler.finished(Instant::now() + crate::reconcile::TIMEOUT) {
         r.app.reconcile(round);
     }
-    assert!(r.app.commander.released(0, &VM_M));
+    assert!(r.app.commander.released(NET, &VM_M));
     assert_eq!(r.app.counters.reconcile_unanswered, 1);
 }
 
@@ -251,12 +251,12 @@ fn a_takeover_forgets_lost_tunnels_and_deletes_unknown_ones() {
     };
     assert_eq!(tunnel_dels(r.drain(1)), vec![T], "host 1's end of the lost tunnel");
     assert_eq!(tunnel_dels(r.drain(3)), vec![T + 7]);
-    assert!(r.app.tccs.between(1, 2, 0).is_none());
+    assert!(r.app.tccs.between(Dpid(1), Dpid(2), NET).is_none());
     assert!(changes
         .lock()
         .unwrap()
         .iter()
-        .any(|c| matches!(c, Change::TunnelGone(t) if t.b == 2)));
+        .any(|c| matches!(c, Change::TunnelGone(t) if t.b == Dpid(2))));
     assert_eq!(r.app.counters.tunnels_forgotten, 1);
     assert_eq!(r.app.counters.unknown_tunnels_deleted, 1);
     // A frame between hosts 1 and 2 brings a new tunnel up (not a port that is gone).
@@ -277,7 +277,7 @@ fn traffic_waits_for_the_takeover_to_reconcile() {
     r.answer(3, asked[2], &[9, T], &[]);
     assert!(r.app.held.is_empty());
     assert_eq!(r.app.counters.moves_refused, 0, "M's old port was gone first");
-    assert_eq!(r.app.commander.locate(0, &VM_M), Some(Location { dpid: 3, port: 9 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), Some(loc(3, 9)));
 }
 
 /// The registry lost a MAC (its etcd records expired, say): a flow towards a host that
@@ -289,6 +289,6 @@ fn a_takeover_drops_flows_to_hosts_that_do_not_deliver_an_unknown_mac() {
     r.answer(2, asked[1], &[T], &[]);
     r.answer(3, asked[2], &[9, T], &[(VM_X, 9)]);
     assert_eq!(deletes(&r.drain(1)), vec![(VM_M, T)]);
-    assert_eq!(r.app.commander.locate(0, &VM_M), None);
-    assert_eq!(r.app.commander.locate(0, &VM_X), Some(Location { dpid: 3, port: 9 }));
+    assert_eq!(r.app.commander.locate(NET, &VM_M), None);
+    assert_eq!(r.app.commander.locate(NET, &VM_X), Some(loc(3, 9)));
 }
