@@ -19,6 +19,7 @@ pub(super) struct Conn {
 }
 
 impl super::App {
+    /// A new connection: HELLO, and the question which switch it is.
     pub(super) fn connected(&mut self, conn: ConnId, tx: ConnTx, peer: SocketAddr) {
         debug!(conn, %peer, "switch connected");
         let _ = tx.send(&Message::new(0, Body::hello(&[ofp::OFP_VERSION])));
@@ -26,6 +27,8 @@ impl super::App {
         self.conns.insert(conn, Conn { tx, dpid: None, peer });
     }
 
+    /// A connection ended. If it was its switch's current one, the switch is gone: its entries
+    /// in the store may expire, and it answers no reconciliation.
     pub(super) fn disconnected(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(dpid) = c.dpid {
@@ -64,7 +67,8 @@ impl super::App {
         self.record(Change::HostUp { dpid: datapath_id });
     }
 
-    /// TCCS Register: the switch `reg` (on the connection of `dpid`) and its underlay address.
+    /// TCCS Register from the connection of switch `dpid` (None before its FEATURES_REPLY):
+    /// switch `reg` and its underlay address.
     pub(super) fn host_registered(&mut self, dpid: Option<Dpid>, reg: Dpid, underlay_ip: Ipv4Addr, underlay_mac: Mac) {
         if dpid.is_some_and(|d| d != reg) {
             warn!(features = ?dpid, register = reg.0, "register names another dpid than the features reply; ignored");
@@ -88,6 +92,7 @@ impl super::App {
         }
     }
 
+    /// The next transaction id (never 0).
     pub(super) fn xid(&mut self) -> u32 {
         self.next_xid = self.next_xid.wrapping_add(1).max(1);
         self.next_xid

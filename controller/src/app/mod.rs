@@ -135,6 +135,8 @@ impl App {
         }
     }
 
+    /// A message from a switch connection, handed to the job it concerns. Numbers from the
+    /// wire become the controller's types (`Dpid`, `PortNo`...) here.
     fn message(&mut self, conn: ConnId, msg: Message) {
         if self.must_wait(&msg.body) {
             self.hold(conn, msg);
@@ -195,6 +197,8 @@ impl App {
         }
     }
 
+    /// A TCCS message (an OpenFlow experimenter message) from the switch `dpid`, if it has
+    /// said which it is.
     fn tccs_message(&mut self, dpid: Option<Dpid>, m: TccsMsg) {
         match m {
             TccsMsg::Register {

@@ -96,6 +96,7 @@ impl super::App {
         }
     }
 
+    /// Delete a tunnel on both ends and forget it.
     fn release_tunnel(&mut self, t: &TunnelPair) {
         for (dpid, port) in [(t.a, t.port_a), (t.b, t.port_b)] {
             let other = if dpid == t.a { t.b } else { t.a };
