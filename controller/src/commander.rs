@@ -9,14 +9,13 @@
 //! gratuitous ARP and RARP included, does not take its traffic. Tables are bounded per port
 //! and per network, so a VM inventing source MACs cannot grow the controller without end.
 
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use std::collections::{HashMap, HashSet};
-
-pub type Mac = [u8; 6];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
-    pub dpid: u64,
-    pub port: u32,
+    pub dpid: Dpid,
+    pub port: PortNo,
 }
 
 /// What learning a source MAC found.
@@ -72,21 +71,21 @@ struct Entry {
 #[derive(Default)]
 pub struct Commander {
     pub limits: Limits,
-    locations: HashMap<(u32, Mac), Entry>,
+    locations: HashMap<(Vnet, Mac), Entry>,
     /// Switches with a flow for (vnet, MAC).
-    installed: HashMap<(u32, Mac), HashSet<u64>>,
+    installed: HashMap<(Vnet, Mac), HashSet<Dpid>>,
     /// Ports each bound MAC may be located at.
-    bindings: HashMap<(u32, Mac), Vec<Location>>,
+    bindings: HashMap<(Vnet, Mac), Vec<Location>>,
     /// The same, by port, and the bound ports of each switch: a port going away or a switch
     /// re-registering touches only its own entries (at 10,000 hosts a scan is the bottleneck).
-    bindings_at: HashMap<Location, HashSet<(u32, Mac)>>,
-    bound_ports: HashMap<u64, HashSet<u32>>,
+    bindings_at: HashMap<Location, HashSet<(Vnet, Mac)>>,
+    bound_ports: HashMap<Dpid, HashSet<PortNo>>,
     /// The MACs located at each port (its size is the per-port bound).
-    port_macs: HashMap<Location, HashSet<(u32, Mac)>>,
+    port_macs: HashMap<Location, HashSet<(Vnet, Mac)>>,
     /// The ports of each switch that have MACs located at them (reconciling one switch must
     /// not scan every location).
-    ports_with_macs: HashMap<u64, HashSet<u32>>,
-    per_vnet: HashMap<u32, usize>,
+    ports_with_macs: HashMap<Dpid, HashSet<PortNo>>,
+    per_vnet: HashMap<Vnet, usize>,
 }
 
 impl Commander {
@@ -97,16 +96,16 @@ impl Commander {
         }
     }
 
-    pub fn locate(&self, vnet: u32, mac: &Mac) -> Option<Location> {
+    pub fn locate(&self, vnet: Vnet, mac: &Mac) -> Option<Location> {
         self.locations.get(&(vnet, *mac)).map(|e| e.at)
     }
 
-    fn is_bound_to(&self, vnet: u32, mac: &Mac, at: Location) -> bool {
+    fn is_bound_to(&self, vnet: Vnet, mac: &Mac, at: Location) -> bool {
         self.bindings.get(&(vnet, *mac)).is_some_and(|b| b.contains(&at))
     }
 
     /// A frame from `mac` arrived at `at`: record it there if `at` may hold it.
-    pub fn learn(&mut self, vnet: u32, mac: Mac, at: Location) -> Learned {
+    pub fn learn(&mut self, vnet: Vnet, mac: Mac, at: Location) -> Learned {
         let key = (vnet, mac);
         let bound_here = self.is_bound_to(vnet, &mac, at);
         let bound_elsewhere = !bound_here && self.bindings.contains_key(&key);
@@ -135,7 +134,7 @@ impl Commander {
         }
     }
 
-    fn place(&mut self, key: (u32, Mac), at: Location, from: Option<Location>) {
+    fn place(&mut self, key: (Vnet, Mac), at: Location, from: Option<Location>) {
         match from {
             Some(f) => {
                 if let Some(macs) = self.port_macs.get_mut(&f) {
@@ -160,7 +159,7 @@ impl Commander {
 
     /// Keep a location only if nothing newer is known (used when rebuilding from switches or
     /// the store). True if it was new.
-    pub fn learn_if_unknown(&mut self, vnet: u32, mac: Mac, at: Location) -> bool {
+    pub fn learn_if_unknown(&mut self, vnet: Vnet, mac: Mac, at: Location) -> bool {
         if self.locations.contains_key(&(vnet, mac)) {
             return false;
         }
@@ -169,7 +168,7 @@ impl Commander {
     }
 
     /// Every MAC located on a switch.
-    pub fn located_on(&self, dpid: u64) -> Vec<(u32, Mac, Location)> {
+    pub fn located_on(&self, dpid: Dpid) -> Vec<(Vnet, Mac, Location)> {
         self.ports_with_macs(dpid)
             .into_iter()
             .map(|port| Location { dpid, port })
@@ -184,7 +183,7 @@ impl Commander {
     }
 
     /// The ports of a switch that have MACs located at them.
-    pub fn ports_with_macs(&self, dpid: u64) -> Vec<u32> {
+    pub fn ports_with_macs(&self, dpid: Dpid) -> Vec<PortNo> {
         self.ports_with_macs
             .get(&dpid)
             .map(|p| p.iter().copied().collect())
@@ -193,7 +192,7 @@ impl Commander {
 
     /// The ports of a switch with at least one MAC located at them whose port is not known
     /// to be gone.
-    pub fn ports_with_live_macs(&self, dpid: u64) -> Vec<u32> {
+    pub fn ports_with_live_macs(&self, dpid: Dpid) -> Vec<PortNo> {
         let live = |at: &Location| {
             self.port_macs
                 .get(at)
@@ -208,7 +207,7 @@ impl Commander {
     }
 
     /// The ports of a switch that are bound to a VM.
-    pub fn bound_ports_of(&self, dpid: u64) -> Vec<u32> {
+    pub fn bound_ports_of(&self, dpid: Dpid) -> Vec<PortNo> {
         self.bound_ports
             .get(&dpid)
             .map(|p| p.iter().copied().collect())
@@ -216,7 +215,7 @@ impl Commander {
     }
 
     /// `at` is bound to the VM `mac`: it may take the MAC over. False if it already was.
-    pub fn bind(&mut self, vnet: u32, mac: Mac, at: Location) -> bool {
+    pub fn bind(&mut self, vnet: Vnet, mac: Mac, at: Location) -> bool {
         let b = self.bindings.entry((vnet, mac)).or_default();
         if b.contains(&at) {
             return false;
@@ -227,7 +226,7 @@ impl Commander {
         true
     }
 
-    pub fn unbind(&mut self, vnet: u32, mac: Mac, at: Location) {
+    pub fn unbind(&mut self, vnet: Vnet, mac: Mac, at: Location) {
         self.drop_binding((vnet, mac), at);
         if let Some(keys) = self.bindings_at.get_mut(&at) {
             keys.remove(&(vnet, mac));
@@ -238,7 +237,7 @@ impl Commander {
         }
     }
 
-    fn drop_binding(&mut self, key: (u32, Mac), at: Location) {
+    fn drop_binding(&mut self, key: (Vnet, Mac), at: Location) {
         if let Some(b) = self.bindings.get_mut(&key) {
             b.retain(|l| *l != at);
             if b.is_empty() {
@@ -265,7 +264,7 @@ impl Commander {
     }
 
     /// Forget every binding on a switch (it re-registers and declares them again).
-    pub fn unbind_switch(&mut self, dpid: u64) {
+    pub fn unbind_switch(&mut self, dpid: Dpid) {
         for port in self.bound_ports.remove(&dpid).unwrap_or_default() {
             let at = Location { dpid, port };
             for key in self.bindings_at.remove(&at).unwrap_or_default() {
@@ -277,7 +276,7 @@ impl Commander {
     /// A port was deleted: its bindings go, and its MACs may be claimed by another port. Their
     /// locations stay, so when the VM shows up elsewhere every holder is re-pointed. Returns
     /// the MACs released now (not those released before).
-    pub fn port_gone(&mut self, at: Location) -> Vec<(u32, Mac)> {
+    pub fn port_gone(&mut self, at: Location) -> Vec<(Vnet, Mac)> {
         self.unbind_port(at);
         let mut released = Vec::new();
         for key in self.port_macs.get(&at).into_iter().flatten() {
@@ -292,22 +291,22 @@ impl Commander {
     }
 
     /// Mark one MAC's port as gone (a location loaded from the store that says so).
-    pub fn release(&mut self, vnet: u32, mac: Mac) {
+    pub fn release(&mut self, vnet: Vnet, mac: Mac) {
         if let Some(e) = self.locations.get_mut(&(vnet, mac)) {
             e.orphaned = true;
         }
     }
 
     /// Whether the MAC's port is gone: where it is now is unknown until it shows up again.
-    pub fn released(&self, vnet: u32, mac: &Mac) -> bool {
+    pub fn released(&self, vnet: Vnet, mac: &Mac) -> bool {
         self.locations.get(&(vnet, *mac)).is_some_and(|e| e.orphaned)
     }
 
-    pub fn installed_on(&mut self, vnet: u32, mac: Mac, dpid: u64) {
+    pub fn installed_on(&mut self, vnet: Vnet, mac: Mac, dpid: Dpid) {
         self.installed.entry((vnet, mac)).or_default().insert(dpid);
     }
 
-    pub fn removed_from(&mut self, vnet: u32, mac: Mac, dpid: u64) {
+    pub fn removed_from(&mut self, vnet: Vnet, mac: Mac, dpid: Dpid) {
         if let Some(s) = self.installed.get_mut(&(vnet, mac)) {
             s.remove(&dpid);
             if s.is_empty() {
@@ -317,8 +316,8 @@ impl Commander {
     }
 
     /// Switches holding an entry for the MAC.
-    pub fn holders(&self, vnet: u32, mac: &Mac) -> Vec<u64> {
-        let mut v: Vec<u64> = self
+    pub fn holders(&self, vnet: Vnet, mac: &Mac) -> Vec<Dpid> {
+        let mut v: Vec<Dpid> = self
             .installed
             .get(&(vnet, *mac))
             .map(|s| s.iter().copied().collect())
@@ -345,61 +344,82 @@ impl Commander {
 mod test {
     use super::*;
 
-    const M: Mac = [2, 0, 0, 0, 0, 1];
+    const M: Mac = Mac([2, 0, 0, 0, 0, 1]);
 
-    const A: Location = Location { dpid: 1, port: 1 };
-    const A2: Location = Location { dpid: 1, port: 2 };
-    const B: Location = Location { dpid: 2, port: 1 };
-    const C: Location = Location { dpid: 3, port: 1 };
+    const A: Location = Location {
+        dpid: Dpid(1),
+        port: PortNo(1),
+    };
+    const A2: Location = Location {
+        dpid: Dpid(1),
+        port: PortNo(2),
+    };
+    const B: Location = Location {
+        dpid: Dpid(2),
+        port: PortNo(1),
+    };
+    const C: Location = Location {
+        dpid: Dpid(3),
+        port: PortNo(1),
+    };
 
     #[test]
     fn learning_classifies_moves_to_bound_ports() {
         let mut c = Commander::default();
-        assert_eq!(c.learn(0, M, A), Learned::New);
-        assert_eq!(c.learn(0, M, A), Learned::Same);
-        c.bind(0, M, A2);
-        assert_eq!(c.learn(0, M, A2), Learned::PortChanged { from: A });
-        c.bind(0, M, B);
-        assert_eq!(c.learn(0, M, B), Learned::Moved { from: A2 });
+        assert_eq!(c.learn(Vnet(0), M, A), Learned::New);
+        assert_eq!(c.learn(Vnet(0), M, A), Learned::Same);
+        c.bind(Vnet(0), M, A2);
+        assert_eq!(c.learn(Vnet(0), M, A2), Learned::PortChanged { from: A });
+        c.bind(Vnet(0), M, B);
+        assert_eq!(c.learn(Vnet(0), M, B), Learned::Moved { from: A2 });
         // Networks are apart: the same MAC in another network is another VM.
-        assert_eq!(c.learn(7, M, A), Learned::New);
-        assert_eq!(c.locate(0, &M), Some(B));
-        assert_eq!(c.locate(7, &M), Some(A));
+        assert_eq!(c.learn(Vnet(7), M, A), Learned::New);
+        assert_eq!(c.locate(Vnet(0), &M), Some(B));
+        assert_eq!(c.locate(Vnet(7), &M), Some(A));
     }
 
     #[test]
     fn an_unbound_port_cannot_take_a_live_mac() {
         let mut c = Commander::default();
-        assert_eq!(c.learn(0, M, A), Learned::New);
+        assert_eq!(c.learn(Vnet(0), M, A), Learned::New);
         let refused = Learned::Refused(Refusal::NotBound { owner: Some(A) });
-        assert_eq!(c.learn(0, M, B), refused);
-        assert_eq!(c.learn(0, M, A2), refused, "not even on the same host");
-        assert_eq!(c.locate(0, &M), Some(A));
+        assert_eq!(c.learn(Vnet(0), M, B), refused);
+        assert_eq!(c.learn(Vnet(0), M, A2), refused, "not even on the same host");
+        assert_eq!(c.locate(Vnet(0), &M), Some(A));
         // Once its port is gone, the MAC is free for the next port (a VM moved by hand).
-        assert_eq!(c.port_gone(A), vec![(0, M)]);
-        assert!(c.released(0, &M));
+        assert_eq!(c.port_gone(A), vec![(Vnet(0), M)]);
+        assert!(c.released(Vnet(0), &M));
         assert!(c.port_gone(A).is_empty(), "released once");
-        assert_eq!(c.learn(0, M, B), Learned::Moved { from: A });
-        assert!(!c.released(0, &M));
-        assert_eq!(c.learn(0, M, C), Learned::Refused(Refusal::NotBound { owner: Some(B) }));
+        assert_eq!(c.learn(Vnet(0), M, B), Learned::Moved { from: A });
+        assert!(!c.released(Vnet(0), &M));
+        assert_eq!(
+            c.learn(Vnet(0), M, C),
+            Learned::Refused(Refusal::NotBound { owner: Some(B) })
+        );
     }
 
     #[test]
     fn a_bound_mac_lives_only_on_its_ports() {
         let mut c = Commander::default();
-        c.bind(0, M, A);
+        c.bind(Vnet(0), M, A);
         // Seen first elsewhere: refused, the VM's own port is still to speak.
-        assert_eq!(c.learn(0, M, B), Learned::Refused(Refusal::NotBound { owner: None }));
-        assert_eq!(c.learn(0, M, A), Learned::New);
+        assert_eq!(
+            c.learn(Vnet(0), M, B),
+            Learned::Refused(Refusal::NotBound { owner: None })
+        );
+        assert_eq!(c.learn(Vnet(0), M, A), Learned::New);
         // An orphaned bound MAC still can't be claimed by an unbound port while bound elsewhere.
-        c.bind(0, M, C);
+        c.bind(Vnet(0), M, C);
         c.port_gone(A);
-        assert_eq!(c.learn(0, M, B), Learned::Refused(Refusal::NotBound { owner: Some(A) }));
-        assert_eq!(c.learn(0, M, C), Learned::Moved { from: A });
-        c.unbind(0, M, C);
+        assert_eq!(
+            c.learn(Vnet(0), M, B),
+            Learned::Refused(Refusal::NotBound { owner: Some(A) })
+        );
+        assert_eq!(c.learn(Vnet(0), M, C), Learned::Moved { from: A });
+        c.unbind(Vnet(0), M, C);
         assert_eq!(c.bindings_len(), 0);
-        c.bind(0, M, B);
-        c.unbind_switch(2);
+        c.bind(Vnet(0), M, B);
+        c.unbind_switch(Dpid(2));
         assert_eq!(c.bindings_len(), 0);
     }
 
@@ -409,60 +429,74 @@ mod test {
             macs_per_port: 2,
             macs_per_vnet: 3,
         });
-        let mac = |i: u8| [2, 0, 0, 0, 1, i];
-        assert_eq!(c.learn(0, mac(1), A), Learned::New);
-        assert_eq!(c.learn(0, mac(2), A), Learned::New);
-        assert_eq!(c.learn(0, mac(3), A), Learned::Refused(Refusal::PortFull));
-        assert_eq!(c.learn(0, mac(3), B), Learned::New);
-        assert_eq!(c.learn(0, mac(4), C), Learned::Refused(Refusal::VnetFull));
+        let mac = |i: u8| Mac([2, 0, 0, 0, 1, i]);
+        assert_eq!(c.learn(Vnet(0), mac(1), A), Learned::New);
+        assert_eq!(c.learn(Vnet(0), mac(2), A), Learned::New);
+        assert_eq!(c.learn(Vnet(0), mac(3), A), Learned::Refused(Refusal::PortFull));
+        assert_eq!(c.learn(Vnet(0), mac(3), B), Learned::New);
+        assert_eq!(c.learn(Vnet(0), mac(4), C), Learned::Refused(Refusal::VnetFull));
         assert_eq!(
-            c.learn(1, mac(4), C),
+            c.learn(Vnet(1), mac(4), C),
             Learned::New,
             "another network has its own budget"
         );
         // A move frees its old port's slot.
-        c.bind(0, mac(1), B);
-        assert_eq!(c.learn(0, mac(1), B), Learned::Moved { from: A });
-        assert_eq!(c.learn(0, mac(5), A), Learned::Refused(Refusal::VnetFull));
+        c.bind(Vnet(0), mac(1), B);
+        assert_eq!(c.learn(Vnet(0), mac(1), B), Learned::Moved { from: A });
+        assert_eq!(c.learn(Vnet(0), mac(5), A), Learned::Refused(Refusal::VnetFull));
         assert_eq!(c.len(), 4);
     }
 
     #[test]
     fn holders_and_rebuild() {
         let mut c = Commander::default();
-        c.installed_on(0, M, 3);
-        c.installed_on(0, M, 1);
-        c.installed_on(0, M, 3);
-        assert_eq!(c.holders(0, &M), vec![1, 3]);
-        c.removed_from(0, M, 3);
-        assert_eq!(c.holders(0, &M), vec![1]);
-        c.learn(0, M, Location { dpid: 1, port: 4 });
-        c.learn_if_unknown(0, M, Location { dpid: 9, port: 9 });
-        assert_eq!(c.locate(0, &M).unwrap().dpid, 1);
+        c.installed_on(Vnet(0), M, Dpid(3));
+        c.installed_on(Vnet(0), M, Dpid(1));
+        c.installed_on(Vnet(0), M, Dpid(3));
+        assert_eq!(c.holders(Vnet(0), &M), vec![Dpid(1), Dpid(3)]);
+        c.removed_from(Vnet(0), M, Dpid(3));
+        assert_eq!(c.holders(Vnet(0), &M), vec![Dpid(1)]);
+        c.learn(
+            Vnet(0),
+            M,
+            Location {
+                dpid: Dpid(1),
+                port: PortNo(4),
+            },
+        );
+        c.learn_if_unknown(
+            Vnet(0),
+            M,
+            Location {
+                dpid: Dpid(9),
+                port: PortNo(9),
+            },
+        );
+        assert_eq!(c.locate(Vnet(0), &M).unwrap().dpid, Dpid(1));
     }
 
     #[test]
     fn ports_with_macs_follow_moves_and_released_marks_stay_until_the_mac_shows_up() {
         let mut c = Commander::default();
-        let m2 = [2, 0, 0, 0, 0, 2];
-        c.learn(0, M, A);
-        c.learn(0, m2, A2);
-        let mut ports = c.ports_with_macs(1);
+        let m2 = Mac([2, 0, 0, 0, 0, 2]);
+        c.learn(Vnet(0), M, A);
+        c.learn(Vnet(0), m2, A2);
+        let mut ports = c.ports_with_macs(Dpid(1));
         ports.sort_unstable();
-        assert_eq!(ports, vec![1, 2]);
-        assert_eq!(c.located_on(1).len(), 2);
+        assert_eq!(ports, vec![PortNo(1), PortNo(2)]);
+        assert_eq!(c.located_on(Dpid(1)).len(), 2);
         c.port_gone(A2);
-        assert_eq!(c.ports_with_live_macs(1), vec![1]);
-        c.learn(0, m2, B);
-        assert_eq!(c.ports_with_macs(1), vec![1]);
-        assert_eq!(c.located_on(2), vec![(0, m2, B)]);
+        assert_eq!(c.ports_with_live_macs(Dpid(1)), vec![PortNo(1)]);
+        c.learn(Vnet(0), m2, B);
+        assert_eq!(c.ports_with_macs(Dpid(1)), vec![PortNo(1)]);
+        assert_eq!(c.located_on(Dpid(2)), vec![(Vnet(0), m2, B)]);
         // Loaded from a store that says its port is gone.
-        assert!(c.learn_if_unknown(0, [2, 0, 0, 0, 0, 3], C));
-        c.release(0, [2, 0, 0, 0, 0, 3]);
-        assert!(c.released(0, &[2, 0, 0, 0, 0, 3]));
-        assert_eq!(c.learn(0, [2, 0, 0, 0, 0, 3], B), Learned::Moved { from: C });
-        assert!(c.ports_with_macs(3).is_empty());
-        c.bind(0, M, C);
-        assert_eq!(c.bound_ports_of(3), vec![1]);
+        assert!(c.learn_if_unknown(Vnet(0), Mac([2, 0, 0, 0, 0, 3]), C));
+        c.release(Vnet(0), Mac([2, 0, 0, 0, 0, 3]));
+        assert!(c.released(Vnet(0), &Mac([2, 0, 0, 0, 0, 3])));
+        assert_eq!(c.learn(Vnet(0), Mac([2, 0, 0, 0, 0, 3]), B), Learned::Moved { from: C });
+        assert!(c.ports_with_macs(Dpid(3)).is_empty());
+        c.bind(Vnet(0), M, C);
+        assert_eq!(c.bound_ports_of(Dpid(3)), vec![PortNo(1)]);
     }
 }

@@ -6,8 +6,8 @@
 //! only to swap the bytes out. Wake-ups go through the I/O thread's [`Mailbox`]: a list of
 //! connections with new bytes, and a `mio::Waker` rung when that list goes from empty to not.
 
-use crate::app::ConnId;
-use crate::server::Counters;
+use crate::ids::ConnId;
+use crate::io_counters::IoCounters;
 use cloudrack_wire::ofp::{Message, OfpError};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,11 +63,11 @@ pub(crate) struct Mailbox {
     /// (slot, connection) of every outbox with new bytes since the thread last looked.
     pub(crate) ready: Mutex<Vec<(usize, ConnId)>>,
     waker: mio::Waker,
-    counters: Arc<Counters>,
+    counters: Arc<IoCounters>,
 }
 
 impl Mailbox {
-    pub(crate) fn new(waker: mio::Waker, counters: Arc<Counters>) -> Mailbox {
+    pub(crate) fn new(waker: mio::Waker, counters: Arc<IoCounters>) -> Mailbox {
         Mailbox {
             ready: Mutex::new(Vec::new()),
             waker,

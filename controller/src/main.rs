@@ -4,6 +4,8 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use cloudrack_controller::etcd::{self, election::Election, store::EtcdStore, Etcd};
+use cloudrack_controller::event::Event;
+use cloudrack_controller::io_counters::IoCounters;
 use cloudrack_controller::{app, server};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -205,9 +207,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if tls.is_none() {
         warn!("plain TCP: switches are not authenticated (--plain-tcp)");
     }
-    let (tx, rx) = crossbeam_channel::bounded::<app::Event>(65_536);
+    let (tx, rx) = crossbeam_channel::bounded::<Event>(65_536);
     let tx_app = tx.clone();
-    let counters = Arc::new(server::Counters::default());
+    let counters = Arc::new(IoCounters::default());
     server::spawn(listener, tx, counters.clone(), tls, usize::from(args.io_threads))
         .context("starting the OpenFlow server")?;
     let cfg = app::Config {

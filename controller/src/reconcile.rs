@@ -9,6 +9,7 @@
 //!
 //! This module only collects the answers, matched by xid; the app acts on them. Pure state.
 
+use crate::ids::{Dpid, PortNo};
 use crate::tccs::TunnelPair;
 use cloudrack_wire::ofp::{FlowStats, PortDesc};
 use std::collections::{HashMap, HashSet};
@@ -32,7 +33,7 @@ pub enum Occasion {
 pub struct Answer {
     /// Its port numbers, local ports and tunnels; None if it could not tell (it refused the
     /// request: nothing may be concluded from a port's absence then).
-    pub ports: Option<HashSet<u32>>,
+    pub ports: Option<HashSet<PortNo>>,
     pub flows: Vec<FlowStats>,
 }
 
@@ -41,9 +42,9 @@ pub struct Answer {
 pub struct Finished {
     pub why: Occasion,
     pub started: Instant,
-    pub answers: Vec<(u64, Answer)>,
+    pub answers: Vec<(Dpid, Answer)>,
     /// Switches that did not answer in time, or went away.
-    pub unanswered: Vec<u64>,
+    pub unanswered: Vec<Dpid>,
     /// The tunnels the registry knew when the switches were asked (one made since then is
     /// missing from their answers for that reason alone).
     pub tunnels: Vec<TunnelPair>,
@@ -52,7 +53,7 @@ pub struct Finished {
 struct Asked {
     ports_xid: u32,
     flows_xid: u32,
-    ports: Option<HashSet<u32>>,
+    ports: Option<HashSet<PortNo>>,
     ports_done: bool,
     flows: Vec<FlowStats>,
     flows_done: bool,
@@ -67,8 +68,8 @@ impl Asked {
 struct Round {
     why: Occasion,
     started: Instant,
-    asked: HashMap<u64, Asked>,
-    unanswered: Vec<u64>,
+    asked: HashMap<Dpid, Asked>,
+    unanswered: Vec<Dpid>,
     tunnels: Vec<TunnelPair>,
 }
 
@@ -80,7 +81,7 @@ pub struct Reconciler {
 impl Reconciler {
     /// A round: each (dpid, xid of its PORT_DESC request, xid of its flow stats request), and
     /// the tunnels the registry knows now.
-    pub fn start(&mut self, why: Occasion, asked: Vec<(u64, u32, u32)>, tunnels: Vec<TunnelPair>) {
+    pub fn start(&mut self, why: Occasion, asked: Vec<(Dpid, u32, u32)>, tunnels: Vec<TunnelPair>) {
         let asked = asked
             .into_iter()
             .map(|(dpid, ports_xid, flows_xid)| {
@@ -114,7 +115,7 @@ impl Reconciler {
         self.rounds.iter().any(|r| r.why == Occasion::Takeover)
     }
 
-    fn find(&mut self, dpid: u64, xid: u32, flows: bool) -> Option<&mut Asked> {
+    fn find(&mut self, dpid: Dpid, xid: u32, flows: bool) -> Option<&mut Asked> {
         self.rounds.iter_mut().find_map(|r| {
             r.asked
                 .get_mut(&dpid)
@@ -123,19 +124,19 @@ impl Reconciler {
     }
 
     /// A (part of a) PORT_DESC reply; false if we did not ask for it.
-    pub fn ports(&mut self, dpid: u64, xid: u32, descs: &[PortDesc], more: bool) -> bool {
+    pub fn ports(&mut self, dpid: Dpid, xid: u32, descs: &[PortDesc], more: bool) -> bool {
         let Some(a) = self.find(dpid, xid, false) else {
             return false;
         };
         if let Some(p) = a.ports.as_mut() {
-            p.extend(descs.iter().map(|d| d.port_no));
+            p.extend(descs.iter().map(|d| PortNo(d.port_no)));
         }
         a.ports_done = !more;
         true
     }
 
     /// A (part of a) flow stats reply; false if we did not ask for it.
-    pub fn flows(&mut self, dpid: u64, xid: u32, stats: Vec<FlowStats>, more: bool) -> bool {
+    pub fn flows(&mut self, dpid: Dpid, xid: u32, stats: Vec<FlowStats>, more: bool) -> bool {
         let Some(a) = self.find(dpid, xid, true) else {
             return false;
         };
@@ -145,7 +146,7 @@ impl Reconciler {
     }
 
     /// The switch answered one of our requests with an error; false if it was not ours.
-    pub fn refused(&mut self, dpid: u64, xid: u32) -> bool {
+    pub fn refused(&mut self, dpid: Dpid, xid: u32) -> bool {
         if let Some(a) = self.find(dpid, xid, false) {
             a.ports = None;
             a.ports_done = true;
@@ -159,7 +160,7 @@ impl Reconciler {
     }
 
     /// The switch went away: it answers nothing more.
-    pub fn disconnected(&mut self, dpid: u64) {
+    pub fn disconnected(&mut self, dpid: Dpid) {
         for r in &mut self.rounds {
             if r.asked.get(&dpid).is_some_and(|a| !a.done()) {
                 r.asked.remove(&dpid);
@@ -219,18 +220,18 @@ mod test {
     #[test]
     fn a_round_finishes_when_every_switch_answered_both_questions() {
         let mut r = Reconciler::default();
-        r.start(Occasion::Takeover, vec![(1, 10, 11), (2, 12, 13)], vec![]);
+        r.start(Occasion::Takeover, vec![(Dpid(1), 10, 11), (Dpid(2), 12, 13)], vec![]);
         assert!(r.takeover_pending());
-        assert!(!r.ports(1, 11, &[port(1)], false), "xid of the flow request");
-        assert!(!r.ports(3, 10, &[port(1)], false), "another switch");
-        assert!(r.ports(1, 10, &[port(1)], true));
-        assert!(r.ports(1, 10, &[port(2)], false));
-        assert!(r.flows(1, 11, vec![], false));
+        assert!(!r.ports(Dpid(1), 11, &[port(1)], false), "xid of the flow request");
+        assert!(!r.ports(Dpid(3), 10, &[port(1)], false), "another switch");
+        assert!(r.ports(Dpid(1), 10, &[port(1)], true));
+        assert!(r.ports(Dpid(1), 10, &[port(2)], false));
+        assert!(r.flows(Dpid(1), 11, vec![], false));
         assert!(r.finished(Instant::now()).is_empty(), "switch 2 has not answered");
-        assert!(r.refused(2, 12), "switch 2 cannot describe its ports");
-        assert!(r.flows(2, 13, vec![], true));
+        assert!(r.refused(Dpid(2), 12), "switch 2 cannot describe its ports");
+        assert!(r.flows(Dpid(2), 13, vec![], true));
         assert!(r.finished(Instant::now()).is_empty(), "more flows to come");
-        assert!(r.flows(2, 13, vec![], false));
+        assert!(r.flows(Dpid(2), 13, vec![], false));
         let done = r.finished(Instant::now());
         assert_eq!(done.len(), 1);
         assert_eq!(r.pending(), 0);
@@ -238,26 +239,30 @@ mod test {
         let f = &done[0];
         assert_eq!(f.why, Occasion::Takeover);
         assert!(f.unanswered.is_empty());
-        assert_eq!(f.answers[0].0, 1);
-        assert_eq!(f.answers[0].1.ports, Some(HashSet::from([1, 2])));
+        assert_eq!(f.answers[0].0, Dpid(1));
+        assert_eq!(f.answers[0].1.ports, Some(HashSet::from([PortNo(1), PortNo(2)])));
         assert_eq!(f.answers[1].1.ports, None);
-        assert!(!r.refused(2, 12), "the round is over");
+        assert!(!r.refused(Dpid(2), 12), "the round is over");
     }
 
     #[test]
     fn silent_and_vanished_switches_are_left_out() {
         let mut r = Reconciler::default();
-        r.start(Occasion::Registration, vec![(1, 1, 2), (2, 3, 4), (3, 5, 6)], vec![]);
+        r.start(
+            Occasion::Registration,
+            vec![(Dpid(1), 1, 2), (Dpid(2), 3, 4), (Dpid(3), 5, 6)],
+            vec![],
+        );
         assert!(!r.takeover_pending());
-        r.ports(1, 1, &[], false);
-        r.flows(1, 2, vec![], false);
-        r.disconnected(2);
+        r.ports(Dpid(1), 1, &[], false);
+        r.flows(Dpid(1), 2, vec![], false);
+        r.disconnected(Dpid(2));
         assert!(r.finished(Instant::now()).is_empty(), "switch 3 may still answer");
         let done = r.finished(Instant::now() + TIMEOUT);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].answers.len(), 1);
         let mut unanswered = done[0].unanswered.clone();
         unanswered.sort_unstable();
-        assert_eq!(unanswered, vec![2, 3]);
+        assert_eq!(unanswered, vec![Dpid(2), Dpid(3)]);
     }
 }

@@ -12,8 +12,10 @@ mod session;
 mod tests;
 mod transport;
 
-use crate::app::{ConnId, Event};
 use crate::conn_tx::{self, Mailbox, Outbox};
+use crate::event::Event;
+use crate::ids::ConnId;
+use crate::io_counters::IoCounters;
 use cloudrack_channel::rustls::{ServerConfig, ServerConnection};
 use crossbeam_channel::Sender;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -43,39 +45,12 @@ const WAKER: Token = Token(1);
 /// Connection slot `n` is token `n + FIRST_SLOT`.
 const FIRST_SLOT: usize = 2;
 
-#[derive(Default)]
-pub struct Counters {
-    pub malformed: AtomicU64,
-    pub connections: AtomicU64,
-    /// TLS handshakes that failed (no certificate, another CA, not TLS at all).
-    pub tls_refused: AtomicU64,
-    /// Switches whose certificate does not name the dpid they claimed.
-    pub identity_refused: AtomicU64,
-    /// Messages dropped because they came before the switch proved its dpid.
-    pub unauthenticated: AtomicU64,
-    /// Messages the app could not queue because their switch is not reading.
-    pub send_dropped: AtomicU64,
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "connections": self.connections.load(Relaxed),
-            "malformed": self.malformed.load(Relaxed),
-            "tls_refused": self.tls_refused.load(Relaxed),
-            "identity_refused": self.identity_refused.load(Relaxed),
-            "unauthenticated": self.unauthenticated.load(Relaxed),
-            "send_dropped": self.send_dropped.load(Relaxed),
-        })
-    }
-}
-
 /// Start `io_threads` I/O threads (at least one) accepting switches on `listener`, over
 /// mutual TLS when `tls` is set (else plain TCP). They run for the life of the process.
 pub fn spawn(
     listener: TcpListener,
     events: Sender<Event>,
-    counters: Arc<Counters>,
+    counters: Arc<IoCounters>,
     tls: Option<Arc<ServerConfig>>,
     io_threads: usize,
 ) -> io::Result<Vec<JoinHandle<()>>> {
@@ -116,7 +91,7 @@ impl IoThread {
     fn new(
         mut listener: mio::net::TcpListener,
         events: Sender<Event>,
-        counters: Arc<Counters>,
+        counters: Arc<IoCounters>,
         tls: Option<Arc<ServerConfig>>,
         next_id: Arc<AtomicU64>,
     ) -> io::Result<IoThread> {

@@ -7,7 +7,8 @@
 //! controller rebuilds from the switches' flow tables as before) and `crate::etcd::EtcdStore`
 //! (TCCS registry, tunnels and MAC locations in etcd, under leases of their hosts).
 
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::{Dpid, Mac, Vnet};
 use crate::tccs::TunnelPair;
 use std::net::Ipv4Addr;
 
@@ -16,31 +17,31 @@ use std::net::Ipv4Addr;
 pub enum Change {
     /// A host registered (or re-registered) its underlay address.
     Host {
-        dpid: u64,
+        dpid: Dpid,
         underlay_ip: Ipv4Addr,
         underlay_mac: Mac,
     },
     /// A host's switch is connected to us: keep its entries alive.
-    HostUp { dpid: u64 },
+    HostUp { dpid: Dpid },
     /// Its connection ended: its entries expire unless it comes back (or another controller
     /// keeps them alive).
-    HostDown { dpid: u64 },
+    HostDown { dpid: Dpid },
     /// A tunnel exists between two hosts (created by us, or reported by both ends).
     Tunnel(TunnelPair),
     /// A tunnel was released.
     TunnelGone(TunnelPair),
     /// Where a VM MAC is now.
-    Location { vnet: u32, mac: Mac, at: Location },
+    Location { vnet: Vnet, mac: Mac, at: Location },
     /// The port a VM MAC was located at is gone. The last location stays (the VM's next
     /// appearance is a move, so every holder gets re-pointed) and any port may claim the MAC;
     /// a master taking over must know, or it would refuse the VM at its new port.
-    LocationReleased { vnet: u32, mac: Mac, at: Location },
+    LocationReleased { vnet: Vnet, mac: Mac, at: Location },
 }
 
 /// A host as the registry keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostRecord {
-    pub dpid: u64,
+    pub dpid: Dpid,
     pub underlay_ip: Ipv4Addr,
     pub underlay_mac: Mac,
 }
@@ -48,7 +49,7 @@ pub struct HostRecord {
 /// A VM MAC's location as the registry keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocationRecord {
-    pub vnet: u32,
+    pub vnet: Vnet,
     pub mac: Mac,
     pub at: Location,
     /// Its port was deleted (`Change::LocationReleased`).

@@ -1,35 +1,37 @@
 //! TCCS, the Topology Central Control Service: which host (dpid) has which underlay address,
 //! and which GRE tunnels exist between hosts. Pure state; the app sends the messages.
 
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Tunnel port numbers the controller hands out (the switch numbers its local ports below and
 /// its static tunnels above this range; all stay below 0xff00, which ovs-ofctl requires).
-pub const FIRST_TUNNEL_PORT: u32 = 0x4000;
-pub const LAST_TUNNEL_PORT: u32 = 0xdfff;
+pub const FIRST_TUNNEL_PORT: PortNo = PortNo(0x4000);
+pub const LAST_TUNNEL_PORT: PortNo = PortNo(0xdfff);
 
 #[derive(Debug, Clone)]
 pub struct Host {
-    pub dpid: u64,
+    pub dpid: Dpid,
     pub underlay_ip: Ipv4Addr,
-    pub underlay_mac: [u8; 6],
-    next_tunnel_port: u32,
+    pub underlay_mac: Mac,
+    next_tunnel_port: PortNo,
 }
 
 /// One tunnel between two hosts for one key: the port number on each end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelPair {
-    pub a: u64,
-    pub port_a: u32,
-    pub b: u64,
-    pub port_b: u32,
-    pub key: u32,
+    pub a: Dpid,
+    pub port_a: PortNo,
+    pub b: Dpid,
+    pub port_b: PortNo,
+    /// The network it carries (its GRE key).
+    pub key: Vnet,
 }
 
 impl TunnelPair {
     /// The port on `dpid`'s end.
-    pub fn port_on(&self, dpid: u64) -> Option<u32> {
+    pub fn port_on(&self, dpid: Dpid) -> Option<PortNo> {
         if dpid == self.a {
             Some(self.port_a)
         } else if dpid == self.b {
@@ -42,16 +44,16 @@ impl TunnelPair {
 
 #[derive(Default)]
 pub struct Tccs {
-    pub hosts: HashMap<u64, Host>,
+    pub hosts: HashMap<Dpid, Host>,
     /// Keyed by (lower dpid, higher dpid, key).
-    tunnels: HashMap<(u64, u64, u32), TunnelPair>,
+    tunnels: HashMap<(Dpid, Dpid, Vnet), TunnelPair>,
     /// (dpid, port_no) -> tunnel key, to find a tunnel from one end's report.
-    by_port: HashMap<(u64, u32), (u64, u64, u32)>,
+    by_port: HashMap<(Dpid, PortNo), (Dpid, Dpid, Vnet)>,
     /// Static tunnels (configured by hand on a switch): (dpid, port_no) -> key.
-    pub static_ports: HashMap<(u64, u32), u32>,
+    pub static_ports: HashMap<(Dpid, PortNo), Vnet>,
 }
 
-fn norm(a: u64, b: u64, key: u32) -> (u64, u64, u32) {
+fn norm(a: Dpid, b: Dpid, key: Vnet) -> (Dpid, Dpid, Vnet) {
     if a <= b {
         (a, b, key)
     } else {
@@ -67,7 +69,7 @@ pub enum Ensure {
 }
 
 impl Tccs {
-    pub fn register(&mut self, dpid: u64, underlay_ip: Ipv4Addr, underlay_mac: [u8; 6]) {
+    pub fn register(&mut self, dpid: Dpid, underlay_ip: Ipv4Addr, underlay_mac: Mac) {
         let next = self.hosts.get(&dpid).map_or(FIRST_TUNNEL_PORT, |h| h.next_tunnel_port);
         self.hosts.insert(
             dpid,
@@ -86,12 +88,12 @@ impl Tccs {
 
     /// A free tunnel port on `dpid`, always within FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT; None
     /// when every one is taken.
-    fn alloc_port(&mut self, dpid: u64) -> Option<u32> {
-        let next = |p: u32| {
+    fn alloc_port(&mut self, dpid: Dpid) -> Option<PortNo> {
+        let next = |p: PortNo| {
             if p >= LAST_TUNNEL_PORT {
                 FIRST_TUNNEL_PORT
             } else {
-                p + 1
+                PortNo(p.0 + 1)
             }
         };
         let host = self.hosts.get(&dpid)?;
@@ -99,7 +101,7 @@ impl Tccs {
         if !(FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&p) {
             p = FIRST_TUNNEL_PORT;
         }
-        for _ in FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT {
+        for _ in FIRST_TUNNEL_PORT.0..=LAST_TUNNEL_PORT.0 {
             if !self.by_port.contains_key(&(dpid, p)) {
                 self.hosts.get_mut(&dpid)?.next_tunnel_port = next(p);
                 return Some(p);
@@ -111,7 +113,7 @@ impl Tccs {
 
     /// The tunnel between `a` and `b` for `key`, created if needed. `None` if either host is
     /// not registered.
-    pub fn ensure_tunnel(&mut self, a: u64, b: u64, key: u32) -> Option<Ensure> {
+    pub fn ensure_tunnel(&mut self, a: Dpid, b: Dpid, key: Vnet) -> Option<Ensure> {
         let k = norm(a, b, key);
         if let Some(t) = self.tunnels.get(&k) {
             return Some(Ensure::Exists(*t));
@@ -141,13 +143,13 @@ impl Tccs {
 
     /// A switch reported an existing tunnel (after a controller restart). Both ends report;
     /// the pair is complete once both have.
-    pub fn report(&mut self, dpid: u64, remote_dpid: u64, port_no: u32, key: u32) {
+    pub fn report(&mut self, dpid: Dpid, remote_dpid: Dpid, port_no: PortNo, key: Vnet) {
         let k = norm(dpid, remote_dpid, key);
         let mut t = self.tunnels.get(&k).copied().unwrap_or(TunnelPair {
             a: k.0,
-            port_a: 0,
+            port_a: PortNo(0),
             b: k.1,
-            port_b: 0,
+            port_b: PortNo(0),
             key,
         });
         if dpid == t.a {
@@ -162,10 +164,10 @@ impl Tccs {
 
     /// Hand out ports after the highest one known in use, within our range (a number outside
     /// it is a static or foreign port and says nothing about ours).
-    fn port_in_use(&mut self, dpid: u64, port_no: u32) {
+    fn port_in_use(&mut self, dpid: Dpid, port_no: PortNo) {
         if let Some(h) = self.hosts.get_mut(&dpid) {
             if (FIRST_TUNNEL_PORT..LAST_TUNNEL_PORT).contains(&port_no) {
-                h.next_tunnel_port = h.next_tunnel_port.max(port_no + 1);
+                h.next_tunnel_port = h.next_tunnel_port.max(PortNo(port_no.0 + 1));
             }
         }
     }
@@ -174,8 +176,8 @@ impl Tccs {
     /// registered host, a port is outside our range, or a port is taken by another tunnel.
     pub fn adopt(&mut self, t: TunnelPair) -> bool {
         let k = norm(t.a, t.b, t.key);
-        let ours = |p: u32| (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&p);
-        let free = |d: u64, p: u32| self.by_port.get(&(d, p)).is_none_or(|o| *o == k);
+        let ours = |p: PortNo| (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&p);
+        let free = |d: Dpid, p: PortNo| self.by_port.get(&(d, p)).is_none_or(|o| *o == k);
         if t.a == t.b
             || !self.hosts.contains_key(&t.a)
             || !self.hosts.contains_key(&t.b)
@@ -200,19 +202,19 @@ impl Tccs {
     }
 
     /// The tunnel between `a` and `b` for `key`, if there is one.
-    pub fn between(&self, a: u64, b: u64, key: u32) -> Option<TunnelPair> {
+    pub fn between(&self, a: Dpid, b: Dpid, key: Vnet) -> Option<TunnelPair> {
         self.tunnels.get(&norm(a, b, key)).copied()
     }
 
     /// The tunnel whose end on `dpid` is `port_no`.
-    pub fn by_port(&self, dpid: u64, port_no: u32) -> Option<TunnelPair> {
+    pub fn by_port(&self, dpid: Dpid, port_no: PortNo) -> Option<TunnelPair> {
         self.by_port
             .get(&(dpid, port_no))
             .and_then(|k| self.tunnels.get(k))
             .copied()
     }
 
-    pub fn is_tunnel_port(&self, dpid: u64, port_no: u32) -> bool {
+    pub fn is_tunnel_port(&self, dpid: Dpid, port_no: PortNo) -> bool {
         self.by_port.contains_key(&(dpid, port_no))
     }
 
@@ -234,9 +236,9 @@ mod test {
 
     fn tccs() -> Tccs {
         let mut t = Tccs::default();
-        t.register(1, Ipv4Addr::new(198, 18, 0, 1), [2, 0, 0, 0, 0, 1]);
-        t.register(2, Ipv4Addr::new(198, 18, 0, 2), [2, 0, 0, 0, 0, 2]);
-        t.register(3, Ipv4Addr::new(198, 18, 0, 3), [2, 0, 0, 0, 0, 3]);
+        t.register(Dpid(1), Ipv4Addr::new(198, 18, 0, 1), Mac([2, 0, 0, 0, 0, 1]));
+        t.register(Dpid(2), Ipv4Addr::new(198, 18, 0, 2), Mac([2, 0, 0, 0, 0, 2]));
+        t.register(Dpid(3), Ipv4Addr::new(198, 18, 0, 3), Mac([2, 0, 0, 0, 0, 3]));
         t
     }
 
@@ -245,52 +247,59 @@ mod test {
         let mut t = tccs();
         // Found by the ofp_controller fuzz target: a restarted controller hears of a tunnel on
         // the last port (or on a number outside the range) and must not hand out 0xe000 next.
-        t.report(1, 2, LAST_TUNNEL_PORT, 0);
-        t.report(1, 3, 0xffff_fffe, 0);
-        let Some(Ensure::Created(p)) = t.ensure_tunnel(1, 3, 5) else {
+        t.report(Dpid(1), Dpid(2), LAST_TUNNEL_PORT, Vnet(0));
+        t.report(Dpid(1), Dpid(3), PortNo(0xffff_fffe), Vnet(0));
+        let Some(Ensure::Created(p)) = t.ensure_tunnel(Dpid(1), Dpid(3), Vnet(5)) else {
             panic!("no tunnel")
         };
-        let port = p.port_on(1).unwrap();
-        assert!((FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&port), "port {port:#x}");
+        let port = p.port_on(Dpid(1)).unwrap();
+        assert!(
+            (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&port),
+            "port {:#x}",
+            port.0
+        );
         assert_ne!(port, LAST_TUNNEL_PORT, "that one is taken");
     }
 
     #[test]
     fn tunnels_are_created_once_with_distinct_ports() {
         let mut t = tccs();
-        let Some(Ensure::Created(ab)) = t.ensure_tunnel(2, 1, 0) else {
+        let Some(Ensure::Created(ab)) = t.ensure_tunnel(Dpid(2), Dpid(1), Vnet(0)) else {
             panic!()
         };
-        assert_eq!((ab.a, ab.b), (1, 2));
-        assert!(matches!(t.ensure_tunnel(1, 2, 0), Some(Ensure::Exists(x)) if x == ab));
-        let Some(Ensure::Created(ac)) = t.ensure_tunnel(1, 3, 0) else {
+        assert_eq!((ab.a, ab.b), (Dpid(1), Dpid(2)));
+        assert!(matches!(t.ensure_tunnel(Dpid(1), Dpid(2), Vnet(0)), Some(Ensure::Exists(x)) if x == ab));
+        let Some(Ensure::Created(ac)) = t.ensure_tunnel(Dpid(1), Dpid(3), Vnet(0)) else {
             panic!()
         };
         assert_ne!(ac.port_a, ab.port_a, "host 1 has two tunnel ports");
-        let Some(Ensure::Created(ab5)) = t.ensure_tunnel(1, 2, 5) else {
+        let Some(Ensure::Created(ab5)) = t.ensure_tunnel(Dpid(1), Dpid(2), Vnet(5)) else {
             panic!()
         };
         assert_ne!(ab5.port_a, ab.port_a, "another key is another tunnel");
-        assert_eq!(t.by_port(1, ac.port_a), Some(ac));
-        assert!(t.ensure_tunnel(1, 9, 0).is_none());
-        assert!(t.ensure_tunnel(1, 1, 0).is_none());
+        assert_eq!(t.by_port(Dpid(1), ac.port_a), Some(ac));
+        assert!(t.ensure_tunnel(Dpid(1), Dpid(9), Vnet(0)).is_none());
+        assert!(t.ensure_tunnel(Dpid(1), Dpid(1), Vnet(0)).is_none());
         t.remove(&ab);
-        assert!(t.by_port(1, ab.port_a).is_none());
-        assert!(matches!(t.ensure_tunnel(1, 2, 0), Some(Ensure::Created(_))));
+        assert!(t.by_port(Dpid(1), ab.port_a).is_none());
+        assert!(matches!(
+            t.ensure_tunnel(Dpid(1), Dpid(2), Vnet(0)),
+            Some(Ensure::Created(_))
+        ));
     }
 
     #[test]
     fn reports_rebuild_the_registry() {
         let mut t = tccs();
-        t.report(1, 2, 0x4005, 0);
-        t.report(2, 1, 0x4009, 0);
-        let pair = t.by_port(2, 0x4009).unwrap();
-        assert_eq!(pair.port_on(1), Some(0x4005));
-        assert_eq!(pair.port_on(2), Some(0x4009));
+        t.report(Dpid(1), Dpid(2), PortNo(0x4005), Vnet(0));
+        t.report(Dpid(2), Dpid(1), PortNo(0x4009), Vnet(0));
+        let pair = t.by_port(Dpid(2), PortNo(0x4009)).unwrap();
+        assert_eq!(pair.port_on(Dpid(1)), Some(PortNo(0x4005)));
+        assert_eq!(pair.port_on(Dpid(2)), Some(PortNo(0x4009)));
         // New ports do not collide with reported ones.
-        let Some(Ensure::Created(n)) = t.ensure_tunnel(1, 3, 0) else {
+        let Some(Ensure::Created(n)) = t.ensure_tunnel(Dpid(1), Dpid(3), Vnet(0)) else {
             panic!()
         };
-        assert!(n.port_a > 0x4005);
+        assert!(n.port_a > PortNo(0x4005));
     }
 }

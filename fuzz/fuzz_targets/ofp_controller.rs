@@ -17,8 +17,10 @@
 
 #![no_main]
 
-use cloudrack_controller::app::{App, Config, Event};
+use cloudrack_controller::app::{App, Config};
 use cloudrack_controller::conn_tx::ConnTx;
+use cloudrack_controller::event::Event;
+use cloudrack_controller::ids::PortNo;
 use cloudrack_controller::tccs::{FIRST_TUNNEL_PORT, LAST_TUNNEL_PORT};
 use cloudrack_fuzz::Control;
 use cloudrack_wire::ofp::{self, Body, Message};
@@ -129,7 +131,7 @@ fn drain(rx: &[ConnTx]) {
             );
             if let Some(Ok(TccsMsg::TunnelAdd { port_no, .. })) = TccsMsg::from_body(&m.body) {
                 assert!(
-                    (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&port_no),
+                    (FIRST_TUNNEL_PORT..=LAST_TUNNEL_PORT).contains(&PortNo(port_no)),
                     "the controller asks for tunnel port {port_no:#x}, outside its range"
                 );
             }

@@ -10,7 +10,7 @@
 
 use super::store::Fencer;
 use super::{keys, Etcd};
-use crate::app::Event;
+use crate::event::Event;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -11,7 +11,8 @@
 //! Locations live under their host's lease, tunnels under their lower host's: when a host
 //! vanishes and nobody keeps its lease alive, its entries expire with it.
 
-use crate::commander::{Location, Mac};
+use crate::commander::Location;
+use crate::ids::{Dpid, Mac, PortNo, Vnet};
 use crate::store::HostRecord;
 use crate::tccs::TunnelPair;
 use serde::{Deserialize, Serialize};
@@ -19,12 +20,12 @@ use serde::{Deserialize, Serialize};
 /// What a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
-    Host(u64),
-    Tunnel { a: u64, b: u64, key: u32 },
-    Location { vnet: u32, mac: Mac },
+    Host(Dpid),
+    Tunnel { a: Dpid, b: Dpid, key: Vnet },
+    Location { vnet: Vnet, mac: Mac },
 }
 
-pub fn host(prefix: &str, dpid: u64) -> String {
+pub fn host(prefix: &str, dpid: Dpid) -> String {
     format!("{prefix}/hosts/{dpid:016x}")
 }
 
@@ -32,19 +33,17 @@ pub fn tunnel(prefix: &str, t: &TunnelPair) -> String {
     format!("{prefix}/tunnels/{:016x}-{:016x}-{}", t.a, t.b, t.key)
 }
 
-pub fn location(prefix: &str, vnet: u32, mac: &Mac) -> String {
-    format!("{prefix}/locations/{vnet}/{}", fmt_mac(mac))
+pub fn location(prefix: &str, vnet: Vnet, mac: &Mac) -> String {
+    format!("{prefix}/locations/{vnet}/{mac}")
 }
 
 pub fn election(prefix: &str) -> String {
     format!("{prefix}/election")
 }
 
-pub use cloudrack_wire::mac::fmt as fmt_mac;
-
 /// A MAC in the canonical form we write (`02:00:00:00:0a:ff`); anything else is not our key.
 pub fn parse_mac(s: &str) -> Option<Mac> {
-    cloudrack_wire::mac::parse(s).filter(|m| fmt_mac(m) == s)
+    s.parse::<Mac>().ok().filter(|m| m.to_string() == s)
 }
 
 /// The key's meaning, or None for a key that is not ours (or malformed).
@@ -55,18 +54,18 @@ pub fn parse(prefix: &str, key: &str) -> Option<Key> {
         "hosts" => (rest.len() == 16)
             .then(|| u64::from_str_radix(rest, 16).ok())
             .flatten()
-            .map(Key::Host),
+            .map(|d| Key::Host(Dpid(d))),
         "tunnels" => {
             let mut it = rest.splitn(3, '-');
-            let a = u64::from_str_radix(it.next()?, 16).ok()?;
-            let b = u64::from_str_radix(it.next()?, 16).ok()?;
-            let key = it.next()?.parse().ok()?;
+            let a = Dpid(u64::from_str_radix(it.next()?, 16).ok()?);
+            let b = Dpid(u64::from_str_radix(it.next()?, 16).ok()?);
+            let key = Vnet(it.next()?.parse().ok()?);
             Some(Key::Tunnel { a, b, key })
         }
         "locations" => {
             let (vnet, mac) = rest.split_once('/')?;
             Some(Key::Location {
-                vnet: vnet.parse().ok()?,
+                vnet: Vnet(vnet.parse().ok()?),
                 mac: parse_mac(mac)?,
             })
         }
@@ -102,15 +101,15 @@ fn is_false(b: &bool) -> bool {
 pub fn host_value(h: &HostRecord) -> String {
     serde_json::to_string(&HostValue {
         underlay_ip: h.underlay_ip,
-        underlay_mac: fmt_mac(&h.underlay_mac),
+        underlay_mac: h.underlay_mac.to_string(),
     })
     .unwrap_or_default()
 }
 
 pub fn tunnel_value(t: &TunnelPair) -> String {
     serde_json::to_string(&TunnelValue {
-        port_a: t.port_a,
-        port_b: t.port_b,
+        port_a: t.port_a.0,
+        port_b: t.port_b.0,
     })
     .unwrap_or_default()
 }
@@ -119,13 +118,13 @@ pub fn tunnel_value(t: &TunnelPair) -> String {
 pub fn location_value(at: &Location, port_gone: bool) -> String {
     serde_json::to_string(&LocationValue {
         dpid: format!("{:016x}", at.dpid),
-        port: at.port,
+        port: at.port.0,
         port_gone,
     })
     .unwrap_or_default()
 }
 
-pub fn parse_host(dpid: u64, value: &[u8]) -> Option<HostRecord> {
+pub fn parse_host(dpid: Dpid, value: &[u8]) -> Option<HostRecord> {
     let v: HostValue = serde_json::from_slice(value).ok()?;
     Some(HostRecord {
         dpid,
@@ -134,13 +133,13 @@ pub fn parse_host(dpid: u64, value: &[u8]) -> Option<HostRecord> {
     })
 }
 
-pub fn parse_tunnel(a: u64, b: u64, key: u32, value: &[u8]) -> Option<TunnelPair> {
+pub fn parse_tunnel(a: Dpid, b: Dpid, key: Vnet, value: &[u8]) -> Option<TunnelPair> {
     let v: TunnelValue = serde_json::from_slice(value).ok()?;
     Some(TunnelPair {
         a,
-        port_a: v.port_a,
+        port_a: PortNo(v.port_a),
         b,
-        port_b: v.port_b,
+        port_b: PortNo(v.port_b),
         key,
     })
 }
@@ -149,8 +148,8 @@ pub fn parse_tunnel(a: u64, b: u64, key: u32, value: &[u8]) -> Option<TunnelPair
 pub fn parse_location(value: &[u8]) -> Option<(Location, bool)> {
     let v: LocationValue = serde_json::from_slice(value).ok()?;
     let at = Location {
-        dpid: u64::from_str_radix(&v.dpid, 16).ok()?,
-        port: v.port,
+        dpid: Dpid(u64::from_str_radix(&v.dpid, 16).ok()?),
+        port: PortNo(v.port),
     };
     Some((at, v.port_gone))
 }
@@ -165,18 +164,29 @@ mod test {
     #[test]
     fn keys_round_trip() {
         let t = TunnelPair {
-            a: 1,
-            port_a: 0x4000,
-            b: 0xab,
-            port_b: 0x4001,
-            key: 7,
+            a: Dpid(1),
+            port_a: PortNo(0x4000),
+            b: Dpid(0xab),
+            port_b: PortNo(0x4001),
+            key: Vnet(7),
         };
-        let mac = [2, 0, 0, 0, 0xa, 0xff];
-        assert_eq!(host(P, 0x2a), "/cloudrack/hosts/000000000000002a");
-        assert_eq!(parse(P, &host(P, 0x2a)), Some(Key::Host(0x2a)));
-        assert_eq!(parse(P, &tunnel(P, &t)), Some(Key::Tunnel { a: 1, b: 0xab, key: 7 }));
-        assert_eq!(location(P, 5, &mac), "/cloudrack/locations/5/02:00:00:00:0a:ff");
-        assert_eq!(parse(P, &location(P, 5, &mac)), Some(Key::Location { vnet: 5, mac }));
+        let mac = Mac([2, 0, 0, 0, 0xa, 0xff]);
+        assert_eq!(host(P, Dpid(0x2a)), "/cloudrack/hosts/000000000000002a");
+        assert_eq!(parse(P, &host(P, Dpid(0x2a))), Some(Key::Host(Dpid(0x2a))));
+        assert_eq!(tunnel(P, &t), "/cloudrack/tunnels/0000000000000001-00000000000000ab-7");
+        assert_eq!(
+            parse(P, &tunnel(P, &t)),
+            Some(Key::Tunnel {
+                a: Dpid(1),
+                b: Dpid(0xab),
+                key: Vnet(7)
+            })
+        );
+        assert_eq!(location(P, Vnet(5), &mac), "/cloudrack/locations/5/02:00:00:00:0a:ff");
+        assert_eq!(
+            parse(P, &location(P, Vnet(5), &mac)),
+            Some(Key::Location { vnet: Vnet(5), mac })
+        );
         assert_eq!(parse(P, "/other/hosts/000000000000002a"), None);
         assert_eq!(parse(P, "/cloudrack/hosts/2a"), None);
         assert_eq!(parse(P, "/cloudrack/locations/5/02:00"), None);
@@ -186,22 +196,38 @@ mod test {
     #[test]
     fn values_round_trip() {
         let h = HostRecord {
-            dpid: 3,
+            dpid: Dpid(3),
             underlay_ip: Ipv4Addr::new(198, 18, 0, 3),
-            underlay_mac: [2, 0, 0, 0, 1, 3],
+            underlay_mac: Mac([2, 0, 0, 0, 1, 3]),
         };
-        assert_eq!(parse_host(3, host_value(&h).as_bytes()), Some(h));
+        // The values as etcdctl shows them (other controllers' versions read the same).
+        assert_eq!(
+            host_value(&h),
+            r#"{"underlay_ip":"198.18.0.3","underlay_mac":"02:00:00:00:01:03"}"#
+        );
+        assert_eq!(parse_host(Dpid(3), host_value(&h).as_bytes()), Some(h));
         let t = TunnelPair {
-            a: 1,
-            port_a: 0x4000,
-            b: 2,
-            port_b: 0x4003,
-            key: 0,
+            a: Dpid(1),
+            port_a: PortNo(0x4000),
+            b: Dpid(2),
+            port_b: PortNo(0x4003),
+            key: Vnet(0),
         };
-        assert_eq!(parse_tunnel(1, 2, 0, tunnel_value(&t).as_bytes()), Some(t));
-        let at = Location { dpid: 9, port: 4 };
+        assert_eq!(tunnel_value(&t), r#"{"port_a":16384,"port_b":16387}"#);
+        assert_eq!(
+            parse_tunnel(Dpid(1), Dpid(2), Vnet(0), tunnel_value(&t).as_bytes()),
+            Some(t)
+        );
+        let at = Location {
+            dpid: Dpid(9),
+            port: PortNo(4),
+        };
         assert_eq!(parse_location(location_value(&at, false).as_bytes()), Some((at, false)));
         assert_eq!(parse_location(location_value(&at, true).as_bytes()), Some((at, true)));
+        assert_eq!(
+            location_value(&at, true),
+            r#"{"dpid":"0000000000000009","port":4,"port_gone":true}"#
+        );
         // Written before port_gone existed.
         let old = br#"{"dpid":"0000000000000009","port":4}"#;
         assert_eq!(parse_location(old), Some((at, false)));

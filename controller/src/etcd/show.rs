@@ -18,7 +18,7 @@ pub fn registry(etcd: &Etcd) -> Result<Value, StoreError> {
                     hosts.push(json!({
                         "dpid": format!("{dpid:016x}"),
                         "underlay_ip": h.underlay_ip,
-                        "underlay_mac": keys::fmt_mac(&h.underlay_mac),
+                        "underlay_mac": h.underlay_mac.to_string(),
                         "lease": format!("{:x}", kv.lease()),
                     }));
                 }
@@ -26,19 +26,19 @@ pub fn registry(etcd: &Etcd) -> Result<Value, StoreError> {
             Some(keys::Key::Tunnel { a, b, key }) => {
                 if let Some(t) = keys::parse_tunnel(a, b, key, kv.value()) {
                     tunnels.push(json!({
-                        "a": format!("{a:016x}"), "port_a": t.port_a,
-                        "b": format!("{b:016x}"), "port_b": t.port_b,
-                        "key": key,
+                        "a": format!("{a:016x}"), "port_a": t.port_a.0,
+                        "b": format!("{b:016x}"), "port_b": t.port_b.0,
+                        "key": key.0,
                     }));
                 }
             }
             Some(keys::Key::Location { vnet, mac }) => {
                 if let Some((at, port_gone)) = keys::parse_location(kv.value()) {
                     locations.push(json!({
-                        "vnet": vnet,
-                        "mac": keys::fmt_mac(&mac),
+                        "vnet": vnet.0,
+                        "mac": mac.to_string(),
                         "dpid": format!("{:016x}", at.dpid),
-                        "port": at.port,
+                        "port": at.port.0,
                         "port_gone": port_gone,
                     }));
                 }

@@ -6,7 +6,8 @@
 //! alive and its entries expire after `host_ttl`.
 
 use super::{keys, Etcd};
-use crate::app::Event;
+use crate::event::Event;
+use crate::ids::Dpid;
 use crate::store::{Change, HostRecord, LocationRecord, Snapshot, Store, StoreError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -35,12 +36,12 @@ enum Cmd {
 /// Hosts' leases, shared by the writer and the keep-alive task.
 #[derive(Default)]
 struct Leases {
-    by_host: HashMap<u64, i64>,
-    up: HashSet<u64>,
+    by_host: HashMap<Dpid, i64>,
+    up: HashSet<Dpid>,
     /// Hosts up since the keeper's last look, to renew at once: a new master's adopted
     /// leases were last renewed by its predecessor, perhaps most of a TTL ago (masters that
     /// changed faster than the renewal period let every host's entries expire).
-    newly_up: Vec<u64>,
+    newly_up: Vec<Dpid>,
 }
 
 #[derive(Default)]
@@ -253,7 +254,7 @@ impl Writer {
         }
     }
 
-    fn lease_of(&self, dpid: u64) -> Option<i64> {
+    fn lease_of(&self, dpid: Dpid) -> Option<i64> {
         self.leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -263,7 +264,7 @@ impl Writer {
     }
 
     /// A lease for `dpid`, granted if it has none yet.
-    async fn ensure_lease(&self, dpid: u64) -> Result<i64, etcd_client::Error> {
+    async fn ensure_lease(&self, dpid: Dpid) -> Result<i64, etcd_client::Error> {
         if let Some(l) = self.lease_of(dpid) {
             return Ok(l);
         }
@@ -427,9 +428,9 @@ impl Keeper {
                 _ = every.tick() => true,
                 _ = self.wake.notified() => false,
             };
-            let todo: Vec<(u64, i64)> = {
+            let todo: Vec<(Dpid, i64)> = {
                 let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                let hosts: Vec<u64> = if all {
+                let hosts: Vec<Dpid> = if all {
                     l.newly_up.clear();
                     l.up.iter().copied().collect()
                 } else {
@@ -444,7 +445,7 @@ impl Keeper {
         }
     }
 
-    async fn renew_all(&self, todo: Vec<(u64, i64)>) {
+    async fn renew_all(&self, todo: Vec<(Dpid, i64)>) {
         let limit = Arc::new(tokio::sync::Semaphore::new(64));
         let mut tasks = tokio::task::JoinSet::new();
         for (dpid, id) in todo {

@@ -3,9 +3,10 @@
 //! decoded message of an authenticated switch goes to the app thread as an [`Event`].
 
 use super::transport::Transport;
-use super::Counters;
-use crate::app::{ConnId, Event};
 use crate::conn_tx::{ConnTx, Outbox};
+use crate::event::Event;
+use crate::ids::ConnId;
+use crate::io_counters::IoCounters;
 use cloudrack_wire::ofp::{self, Body, Message};
 use cloudrack_wire::ofp_stream::{decode_next, Incoming};
 use crossbeam_channel::Sender;
@@ -33,7 +34,7 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// What the I/O thread shares with all its sessions.
 pub(super) struct Ctx {
     pub(super) events: Sender<Event>,
-    pub(super) counters: Arc<Counters>,
+    pub(super) counters: Arc<IoCounters>,
     /// Plaintext is read into this, and only an incomplete message is kept per connection.
     pub(super) scratch: Vec<u8>,
 }
@@ -182,7 +183,7 @@ impl Session {
     }
 
     /// Count and log a failed TLS handshake; false if the handshake was not going on.
-    fn fail_handshake(&self, counters: &Counters, why: &str) -> bool {
+    fn fail_handshake(&self, counters: &IoCounters, why: &str) -> bool {
         if !matches!(self.phase, Phase::Handshake { .. }) {
             return false;
         }

@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(5);
 struct Server {
     addr: SocketAddr,
     events: Receiver<Event>,
-    counters: Arc<Counters>,
+    counters: Arc<IoCounters>,
 }
 
 fn server(tls: Option<Arc<ServerConfig>>, io_threads: usize) -> Server {
@@ -28,7 +28,7 @@ fn server(tls: Option<Arc<ServerConfig>>, io_threads: usize) -> Server {
     let listener: TcpListener = sock.into();
     let addr = listener.local_addr().unwrap();
     let (tx, events) = bounded(65_536);
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(IoCounters::default());
     spawn(listener, tx, counters.clone(), tls, io_threads).unwrap();
     Server { addr, events, counters }
 }
