@@ -2,13 +2,14 @@
 //! and which GRE tunnels exist between hosts. Pure state; the app sends the messages.
 
 use crate::ids::{Dpid, Mac, PortNo, Vnet};
+use cloudrack_wire::tccs::port_ranges;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Tunnel port numbers the controller hands out (the switch numbers its local ports below and
-/// its static tunnels above this range; all stay below 0xff00, which ovs-ofctl requires).
-pub const FIRST_TUNNEL_PORT: PortNo = PortNo(0x4000);
-pub const LAST_TUNNEL_PORT: PortNo = PortNo(0xdfff);
+/// its static tunnels above this range: `cloudrack_wire::tccs::port_ranges`).
+pub const FIRST_TUNNEL_PORT: PortNo = PortNo(port_ranges::FIRST_CONTROLLER_TUNNEL);
+pub const LAST_TUNNEL_PORT: PortNo = PortNo(port_ranges::LAST_CONTROLLER_TUNNEL);
 
 #[derive(Debug, Clone)]
 pub struct Host {

@@ -59,8 +59,14 @@ impl Ports for MemPorts {
             1 | 2 => PortRole::Local { vnet: 0 },
             3 => PortRole::Local { vnet: 1 },
             4 => PortRole::Local { vnet: 5 },
-            9 => PortRole::Tunnel { key: 0, is_static: false },
-            8 => PortRole::Tunnel { key: 1, is_static: true },
+            9 => PortRole::Tunnel {
+                key: 0,
+                is_static: false,
+            },
+            8 => PortRole::Tunnel {
+                key: 1,
+                is_static: true,
+            },
             _ => PortRole::Unknown,
         }
     }
@@ -191,10 +197,20 @@ fn check_forwarding(in_port: u32, vnet: u32, frame: &[u8]) {
             }
         }
     });
-    assert_eq!(format!("{:?}", cached.ops), format!("{:?}", x.ops), "a cached program differs");
+    assert_eq!(
+        format!("{:?}", cached.ops),
+        format!("{:?}", x.ops),
+        "a cached program differs"
+    );
     let mut rec = Recorded::default();
     let mut copy = frame.to_vec();
-    execute(&x.ops, &mut copy, &VnetHdr::default(), &mut Scratch::default(), &mut rec);
+    execute(
+        &x.ops,
+        &mut copy,
+        &VnetHdr::default(),
+        &mut Scratch::default(),
+        &mut rec,
+    );
     let role = ports.role(in_port);
     let learns = matches!(role, PortRole::Local { .. } | PortRole::Tunnel { is_static: true, .. });
     assert!(rec.reports <= 1, "reported {} times", rec.reports);

@@ -26,9 +26,9 @@ use cloudrack_vswitch::pipeline::table::FlowEntry;
 use cloudrack_vswitch::pipeline::xlate::{translate, translate_packet_out, Origin, PortRole, Ports};
 use cloudrack_vswitch::pipeline::{FlowFilter, Pipeline, Removed};
 use cloudrack_wire::ofp::{self, Body, Message, MultipartReplyBody, MultipartRequestBody};
-use cloudrack_wire::vnet_hdr::VnetHdr;
 use cloudrack_wire::ofp_stream::{Incoming, MsgReader};
 use cloudrack_wire::tccs::{TccsMsg, TCCS_EXPERIMENTER};
+use cloudrack_wire::vnet_hdr::VnetHdr;
 use libfuzzer_sys::fuzz_target;
 use std::io::{Cursor, ErrorKind};
 
@@ -83,7 +83,10 @@ impl Ports for P {
     fn role(&self, port: u32) -> PortRole {
         match port {
             1..=4 => PortRole::Local { vnet: 0 },
-            0x4000 => PortRole::Tunnel { key: 0, is_static: false },
+            0x4000 => PortRole::Tunnel {
+                key: 0,
+                is_static: false,
+            },
             _ => PortRole::Unknown,
         }
     }
@@ -126,18 +129,27 @@ fn run_packets(p: &Pipeline) {
         // VLAN 10, IPv6 TCP.
         &[
             2, 0, 0, 0, 0, 3, 2, 0, 0, 0, 0, 1, 0x81, 0, 0, 10, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 20, 6, 1, 0xfd, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 80, 1, 187, 0,
-            0, 0, 0, 0, 0, 0, 0, 0x50, 2, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 80, 1, 187, 0, 0,
+            0, 0, 0, 0, 0, 0, 0x50, 2, 0, 0, 0, 0, 0, 0,
         ],
     ];
     for (i, f) in FRAMES.iter().enumerate() {
         let in_port = 1 + i as u32;
         let (key, _) = extract(f, in_port, 0);
         let x = translate(p, &P, &key, Origin::Port);
-        assert!(x.mask.get(off::IN_PORT).iter().all(|b| *b == 0xff), "megaflow mask without in_port");
+        assert!(
+            x.mask.get(off::IN_PORT).iter().all(|b| *b == 0xff),
+            "megaflow mask without in_port"
+        );
         assert!(x.tables.len() <= 254, "looked up {} tables", x.tables.len());
         let mut frame = f.to_vec();
-        execute(&x.ops, &mut frame, &VnetHdr::default(), &mut Scratch::default(), &mut Out);
+        execute(
+            &x.ops,
+            &mut frame,
+            &VnetHdr::default(),
+            &mut Scratch::default(),
+            &mut Out,
+        );
     }
 }
 
@@ -200,7 +212,13 @@ fn handle(raw: &[u8], m: Message, table: &mut Pipeline) {
                 let (key, _) = extract(&po.data, po.in_port, 0);
                 let x = translate_packet_out(table, &P, &key, &acts);
                 let mut frame = po.data.clone();
-                execute(&x.ops, &mut frame, &VnetHdr::default(), &mut Scratch::default(), &mut Out);
+                execute(
+                    &x.ops,
+                    &mut frame,
+                    &VnetHdr::default(),
+                    &mut Scratch::default(),
+                    &mut Out,
+                );
             }
             Err(e) => error(e),
         },

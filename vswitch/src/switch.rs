@@ -24,15 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-/// Port numbers, all below 0xff00 because Open vSwitch's tools (ovs-ofctl) hold OpenFlow port
-/// numbers in 16 bits and refuse larger ones: local ports from 1 to `MAX_LOCAL_PORT`;
-/// controller-made tunnels take the numbers the controller gives, from
-/// `FIRST_CONTROLLER_TUNNEL`; static tunnels are numbered from `FIRST_STATIC_TUNNEL` to
-/// `LAST_PORT`.
-pub const MAX_LOCAL_PORT: u32 = 0x3fff;
-pub const FIRST_CONTROLLER_TUNNEL: u32 = 0x4000;
-pub const FIRST_STATIC_TUNNEL: u32 = 0xe000;
-pub const LAST_PORT: u32 = 0xfeff;
+/// Port numbers (local, controller-made tunnels, static tunnels): shared with the controller.
+pub use cloudrack_wire::tccs::port_ranges::{FIRST_CONTROLLER_TUNNEL, FIRST_STATIC_TUNNEL, LAST_PORT, MAX_LOCAL_PORT};
 
 #[derive(Debug, Error)]
 pub enum SwitchError {

@@ -114,6 +114,20 @@ use crate::ofp::Body;
 use crate::ofp::Message;
 
 /// Experimenter id of TCCS messages (private to Cloud Rack, see the module docs).
+/// How a Cloud Rack switch numbers its OpenFlow ports, shared by the switch and the controller.
+/// Every number stays below 0xff00 because Open vSwitch's tools (ovs-ofctl) hold OpenFlow port
+/// numbers in 16 bits and refuse larger ones.
+pub mod port_ranges {
+    /// Local ports (taps, AF_PACKET ports): 1 to this, numbered by the switch.
+    pub const MAX_LOCAL_PORT: u32 = 0x3fff;
+    /// Tunnel ports the controller hands out in `TunnelAdd`: from here to `LAST_CONTROLLER_TUNNEL`.
+    pub const FIRST_CONTROLLER_TUNNEL: u32 = 0x4000;
+    pub const LAST_CONTROLLER_TUNNEL: u32 = 0xdfff;
+    /// Static tunnels (`--tunnel` on the command line), numbered by the switch up to `LAST_PORT`.
+    pub const FIRST_STATIC_TUNNEL: u32 = LAST_CONTROLLER_TUNNEL + 1;
+    pub const LAST_PORT: u32 = 0xfeff;
+}
+
 pub const TCCS_EXPERIMENTER: u32 = 0x00C1_0DAC;
 /// Version written by this implementation.
 pub const TCCS_VERSION: u8 = 1;
