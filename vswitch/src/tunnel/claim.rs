@@ -2,9 +2,9 @@
 //!
 //! The fanout sockets ([`fanout`](super::fanout)) copy each GRE packet as it arrives, before
 //! the kernel's ingress hooks run. Left alone, the packet then climbs the host's IP stack as
-//! well, which reassembles its fragments a second time and hands it to the raw socket, whose
-//! filter throws it away: on a host that receives 64 KB super-frames in 45 fragments each,
-//! that is a second reassembly of every one. A tc ingress program (tcx) on the underlay
+//! well, which reassembles any fragments a second time (Cloud Rack sends none, an Open vSwitch
+//! peer may) and hands it to the raw socket, whose filter throws it away: work for every
+//! packet, done twice. A tc ingress program (tcx) on the underlay
 //! interface ends it: it drops IPv4 GRE to our address after the fanout took its copy, and
 //! passes everything else on untouched. This is the userspace counterpart of what Open
 //! vSwitch's kernel datapath does with the packets of its tunnel ports.
